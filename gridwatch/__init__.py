@@ -1,0 +1,1 @@
+"""gridwatch: the application's entry point (CLI), its settings and its clock."""

@@ -1,0 +1,66 @@
+"""Runtime configuration: one ``Settings`` read from ``GW_*`` environment variables.
+
+Every default points at the local stack that ``make run`` starts, so a fresh
+checkout needs no configuration; a deployment overrides the URLs.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Private ports, so the local stack never collides with a system Mosquitto/InfluxDB.
+DEFAULT_MQTT_PORT = 11883
+DEFAULT_INFLUX_PORT = 18086
+DEFAULT_API_PORT = 18000
+
+
+class Settings(BaseSettings):
+    """All of gridwatch's settings; see the README's Configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="GW_", extra="ignore")
+
+    state_dir: Path = Field(Path(".gridwatch"), description="where the local stack keeps its state")
+    mqtt_url: str = Field(f"mqtt://127.0.0.1:{DEFAULT_MQTT_PORT}", description="broker URL")
+    influx_url: str = Field(f"http://127.0.0.1:{DEFAULT_INFLUX_PORT}", description="InfluxDB URL")
+    influx_db: str = Field("gridwatch", description="InfluxDB database (1.x) or DBRP-mapped bucket")
+    influx_user: str = Field("", description="InfluxDB user (1.x) or any name with a 2.x/3.x token")
+    influx_password: str = Field("", description="InfluxDB password, or the 2.x/3.x token")
+    influx_retention: str = Field("400d", description="retention of the database's default policy")
+    database_url: str = Field("", description="SQLAlchemy URL; default: SQLite under state_dir")
+    api_host: str = "127.0.0.1"
+    api_port: int = DEFAULT_API_PORT
+
+    ts_max_future_s: int = Field(600, description="reject ts further in the future than this")
+    ts_max_age_s: int = Field(7 * 24 * 3600, description="reject ts older than this")
+    max_payload_bytes: int = Field(16 * 1024, description="JSON payload limit (contract: 16 KiB)")
+    max_snapshot_bytes: int = Field(2 * 1024 * 1024, description="snapshot limit (contract: 2 MiB)")
+
+    ingest_client_id: str = Field("gridwatch-ingest", description="fixed id: persistent session")
+    ingest_share_group: str = Field("", description="shared-subscription group; empty = none")
+    ingest_batch_size: int = Field(5000, ge=1, le=100_000)
+    ingest_flush_ms: int = Field(200, ge=1, le=60_000)
+    ingest_inflight: int = Field(20_000, ge=1, le=65_535, description="MQTT receive maximum")
+    registry_refresh_s: float = Field(30.0, gt=0, description="how often ingest reloads devices")
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"mqtt", "mqtts", "tcp"}:
+            raise ValueError("GW_MQTT_URL must look like mqtt://host:port or mqtts://host:port")
+        return value
+
+    @property
+    def sql_url(self) -> str:
+        """The SQLAlchemy URL actually used."""
+        return self.database_url or f"sqlite:///{self.state_dir / 'gridwatch.db'}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""InfluxDB through its v1-compatible HTTP API: line-protocol encoding, /write and /query."""
