@@ -9,8 +9,7 @@ from devices import door, patrol_robot, streetlight, water_meter
 from devices.kind import DeviceKind
 
 KINDS: dict[str, DeviceKind] = {
-    kind.name: kind
-    for kind in (door.KIND, streetlight.KIND, water_meter.KIND, patrol_robot.KIND)
+    kind.name: kind for kind in (door.KIND, streetlight.KIND, water_meter.KIND, patrol_robot.KIND)
 }
 KIND_NAMES = frozenset(KINDS)
 

@@ -63,7 +63,9 @@ class Topic:
     snapshot_id: str | None = None
 
     def __str__(self) -> str:
-        return device_topic(self.community, self.kind, self.device_id, self.channel, self.snapshot_id)
+        return device_topic(
+            self.community, self.kind, self.device_id, self.channel, self.snapshot_id
+        )
 
 
 def device_topic(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from devices.contract import CmdAck, Community, DeviceRecord, Event, Status, Telemetry
+from devices.contract import CmdAck, Community, DeviceRecord, Status, Telemetry
 
 if TYPE_CHECKING:
     import random
@@ -68,7 +68,7 @@ class DeviceKind:
         return [m.__struct_config__.tag for m in members]
 
     def validate_attributes(self, raw: Mapping[str, Any]) -> dict[str, Any]:
-        """Check registry attributes against the kind's schema; raise ``msgspec.ValidationError``."""
+        """Check registry attributes against the kind's schema (``msgspec.ValidationError``)."""
         return msgspec.to_builtins(msgspec.convert(dict(raw), self.attributes))  # type: ignore[no-any-return]
 
 

@@ -130,7 +130,9 @@ class SimulatedDevice(ABC):
         if now_ms > command.expires_ts:
             return []
         handler = getattr(self, f"cmd_{command.name}", None)
-        error = f"unknown command {command.name}" if handler is None else handler(now_ms, command.args)
+        error = (
+            f"unknown command {command.name}" if handler is None else handler(now_ms, command.args)
+        )
         ack = {"cmd_id": command.cmd_id, "ts": now_ms, "seq": self._next_seq(), "ok": error is None}
         if error is not None:
             ack["error"] = error

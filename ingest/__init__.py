@@ -1,1 +1,1 @@
-"""ingest: MQTT messages in, validated against the contract and the registry, points out to InfluxDB."""
+"""ingest: MQTT messages in, checked against the contract and registry, points out to InfluxDB."""

@@ -104,7 +104,11 @@ def decode_message(
     kind_name = parsed.kind
     if parsed.channel is Channel.CMD:
         return Ignored(parsed.channel.value)
-    limit = limits.max_snapshot_bytes if parsed.channel is Channel.SNAPSHOT else limits.max_payload_bytes
+    limit = (
+        limits.max_snapshot_bytes
+        if parsed.channel is Channel.SNAPSHOT
+        else limits.max_payload_bytes
+    )
     if len(payload) > limit:
         return Rejected(Reason.TOO_LARGE, f"{len(payload)} bytes > {limit}", kind_name)
     record = devices.get(parsed.device_id)

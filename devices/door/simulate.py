@@ -43,7 +43,12 @@ class SimulatedDoor(SimulatedDevice):
         hour = self.local_time(ts).hour
         temp = 12 + 6 * math.sin((hour - 9) / 24 * 2 * math.pi) + self.rng.gauss(0, 0.3)
         rssi = max(-120, min(-30, self.rssi_dbm + self.rng.randint(-3, 3)))
-        return {"locked": self.locked, "open": self.open, "rssi_dbm": rssi, "temp_c": round(temp, 1)}
+        return {
+            "locked": self.locked,
+            "open": self.open,
+            "rssi_dbm": rssi,
+            "temp_c": round(temp, 1),
+        }
 
     def _schedule_visit(self, after_ms: int) -> None:
         per_day = self.households * PASSAGES_PER_HOUSEHOLD_PER_DAY
@@ -65,7 +70,9 @@ class SimulatedDoor(SimulatedDevice):
             return
         self._unlock(ts, method, resident)
 
-    def _unlock(self, ts: int, method: str, resident: str | None, hold_s: float | None = None) -> None:
+    def _unlock(
+        self, ts: int, method: str, resident: str | None, hold_s: float | None = None
+    ) -> None:
         fields: dict[str, Any] = {"method": method}
         if resident is not None:
             fields["resident"] = resident

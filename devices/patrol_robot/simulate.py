@@ -69,7 +69,9 @@ class SimulatedPatrolRobot(SimulatedDevice):
     # --- schedule -------------------------------------------------------------
 
     def _schedule_patrol(self, after_ms: int) -> None:
-        self.at(next_local_time(after_ms, self.route["start"], self.community.timezone), self._start)
+        self.at(
+            next_local_time(after_ms, self.route["start"], self.community.timezone), self._start
+        )
 
     def _start(self, ts: int) -> None:
         self._schedule_patrol(ts)
@@ -90,7 +92,9 @@ class SimulatedPatrolRobot(SimulatedDevice):
 
     def heartbeat_interval_ms(self) -> int:
         """Every 5 s while active, every 60 s while resting."""
-        return ACTIVE_INTERVAL_MS if self.mode in ("patrolling", "returning") else RESTING_INTERVAL_MS
+        return (
+            ACTIVE_INTERVAL_MS if self.mode in ("patrolling", "returning") else RESTING_INTERVAL_MS
+        )
 
     # --- movement -------------------------------------------------------------
 
@@ -126,7 +130,9 @@ class SimulatedPatrolRobot(SimulatedDevice):
 
     def _arrived(self, ts: int, point: Waypoint) -> None:
         if point.checkpoint_id is not None and self.mode == "patrolling":
-            self.send_event(ts, "checkpoint", checkpoint_id=point.checkpoint_id, lat=point.lat, lon=point.lon)
+            self.send_event(
+                ts, "checkpoint", checkpoint_id=point.checkpoint_id, lat=point.lat, lon=point.lon
+            )
             self.waypoint = (self.waypoint or 0) + 1
         if self.path:
             return

@@ -68,7 +68,10 @@ class SimulatedStreetlight(SimulatedDevice):
             for d in (day, day + timedelta(days=1))
             for t in sun_times(self.community.lat, self.community.lon, d)
         ]
-        candidates += [next_local_time(ts, self.dim_from, tz), next_local_time(ts, self.dim_until, tz)]
+        candidates += [
+            next_local_time(ts, self.dim_from, tz),
+            next_local_time(ts, self.dim_until, tz),
+        ]
         return min(t for t in candidates if t > ts)
 
     def _schedule_next_switch(self, after_ms: int) -> None:
@@ -122,7 +125,9 @@ class SimulatedStreetlight(SimulatedDevice):
 
     def cmd_set_light(self, ts: int, args: dict[str, Any]) -> str | None:
         """Switch/dim now; the next scheduled change takes over again."""
-        self._switch(ts, bool(args["on"]), int(args.get("dim_pct", 100)) if args["on"] else 0, "command")
+        self._switch(
+            ts, bool(args["on"]), int(args.get("dim_pct", 100)) if args["on"] else 0, "command"
+        )
         return None
 
     def cmd_set_schedule(self, ts: int, args: dict[str, Any]) -> str | None:

@@ -1,0 +1,4 @@
+"""api: the FastAPI service: registry, device state, telemetry, alerts, commands.
+
+Nothing else imports it.
+"""

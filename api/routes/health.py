@@ -1,0 +1,50 @@
+"""``/health``: can the API reach the broker, InfluxDB and the SQL database?"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from api.deps import SessionDep, StateDep
+
+router = APIRouter(tags=["operations"])
+
+
+class Check(BaseModel):
+    """One dependency's state."""
+
+    ok: bool
+    detail: str = ""
+
+
+class Health(BaseModel):
+    """All dependencies; ``status`` is ``ok`` only if every check is."""
+
+    status: Literal["ok", "degraded"]
+    checks: dict[str, Check]
+
+
+@router.get("/health", response_model=Health, responses={503: {"model": Health}})
+def health(state: StateDep, session: SessionDep, response: Response) -> Health:
+    """Report broker, InfluxDB and SQL reachability; 503 if any is down."""
+    checks = {
+        "broker": Check(ok=state.broker.connected.is_set(), detail=state.settings.mqtt_url),
+        "influxdb": Check(ok=state.influx.ping(), detail=state.settings.influx_url),
+        "database": _sql_check(session),
+    }
+    ok = all(c.ok for c in checks.values())
+    if not ok:
+        response.status_code = 503
+    return Health(status="ok" if ok else "degraded", checks=checks)
+
+
+def _sql_check(session: SessionDep) -> Check:
+    try:
+        session.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        return Check(ok=False, detail=type(exc).__name__)
+    return Check(ok=True)

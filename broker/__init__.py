@@ -1,0 +1,1 @@
+"""The MQTT connection every service opens: URL parsing and a configured paho client."""

@@ -1,0 +1,136 @@
+"""The ``gridwatch`` command: one entry point for every service and tool."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gridwatch.settings import get_settings
+
+app = typer.Typer(help="gridwatch: smart-community IoT monitoring backend.", no_args_is_help=True)
+registry_app = typer.Typer(help="The device registry (SQL).", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+
+log = logging.getLogger("gridwatch")
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGINT/SIGTERM, so services stop cleanly instead of dying mid-batch."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")]
+
+
+@app.command()
+def init() -> None:
+    """Create the SQL schema (migrations) and the InfluxDB database and retention policy."""
+    from gridwatch.services import init_storage
+
+    _logging(False)
+    init_storage(get_settings())
+
+
+@registry_app.command("import")
+def registry_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="community YAML file")],
+) -> None:
+    """Load (or reload) a community from a YAML file into the registry."""
+    from gridwatch.services import import_community
+
+    _logging(False)
+    summary = import_community(get_settings(), file)
+    typer.echo(f"imported {file}: {summary}")
+
+
+@app.command()
+def ingest(verbose: Verbose = False) -> None:
+    """Consume device messages from MQTT and store them in InfluxDB (runs until Ctrl-C)."""
+    from gridwatch.services import run_ingest
+
+    _logging(verbose)
+    run_ingest(get_settings(), _stop_on_signals())
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="default: GW_API_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="default: GW_API_PORT")] = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_level="info",
+    )
+
+
+@app.command()
+def simulate(
+    community: Annotated[
+        list[str], typer.Option("--community", "-c", help="community id (repeatable)")
+    ],
+    hours: Annotated[float, typer.Option(help="replay this many hours up to now first")] = 0.0,
+    speed: Annotated[float, typer.Option(help="acceleration of the replay; 0 = flat out")] = 600.0,
+    follow: Annotated[bool, typer.Option(help="carry on in real time after the replay")] = True,
+    seed: Annotated[int, typer.Option(help="same seed + same start = same messages")] = 1,
+    qos: Annotated[int, typer.Option(min=0, max=1)] = 1,
+    verbose: Verbose = False,
+) -> None:
+    """Run every device of the communities from the registry, publishing over MQTT."""
+    from gridwatch.services import run_simulation
+
+    _logging(verbose)
+    report = run_simulation(
+        get_settings(),
+        community,
+        hours=hours,
+        speed=speed,
+        follow=follow,
+        seed=seed,
+        qos=qos,
+        stop=_stop_on_signals(),
+    )
+    typer.echo(f"published {report.total} messages: {dict(report.by_kind())}")
+
+
+@app.command()
+def run(
+    hours: Annotated[float, typer.Option(help="hours of history to replay before going live")] = 24,
+    speed: Annotated[float, typer.Option(help="acceleration of the replay")] = 3000,
+) -> None:
+    """Start the whole local stack with the demo community (what ``make run`` does)."""
+    from gridwatch.local import run_local_stack
+
+    _logging(False)
+    run_local_stack(get_settings(), hours=hours, speed=speed, stop=_stop_on_signals())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""The ingestor: MQTT in, InfluxDB out, acknowledging only what InfluxDB holds.
+
+Two threads: paho's network thread decodes each message (``decode_message``)
+and queues it with its MQTT message id; the writer thread takes the queue in
+batches, writes the accepted points, and only then acknowledges the whole
+batch in arrival order. The session is persistent (MQTT 5, fixed client id,
+``clean_start=False``) and bounds its own in-flight window with Receive
+Maximum, so while InfluxDB is down the backlog waits in the broker, not here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from broker.connection import BrokerAddress, make_client, persistent_session_properties
+from devices.contract import DeviceRecord
+from gridwatch.clock import Clock
+from influx.client import BatchTooLarge, InfluxClient, InfluxRejected, InfluxUnavailable
+from ingest.decode import Accepted, Ignored, Limits, Outcome, Reason, Rejected, decode_message
+from ingest.metrics import IngestMetrics
+
+log = logging.getLogger("gridwatch.ingest")
+
+SUBSCRIPTION = "sc/+/+/+/#"
+SESSION_EXPIRY_S = 7 * 86_400
+MAX_BACKOFF_S = 15.0
+REJECTION_LOG_EVERY = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class IngestConfig:
+    """How the ingestor connects, batches and bounds itself."""
+
+    broker: BrokerAddress
+    client_id: str = "gridwatch-ingest"
+    share_group: str = ""
+    batch_size: int = 5000
+    flush_ms: int = 200
+    inflight: int = 20_000
+    registry_refresh_s: float = 30.0
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def topic(self) -> str:
+        """The subscription, shared between replicas when a group is set."""
+        return f"$share/{self.share_group}/{SUBSCRIPTION}" if self.share_group else SUBSCRIPTION
+
+
+@dataclass(slots=True)
+class _Pending:
+    mid: int
+    qos: int
+    outcome: Outcome
+
+
+class Ingestor:
+    """One ingest process (or thread, in tests): ``start()``, then ``stop()``."""
+
+    def __init__(
+        self,
+        config: IngestConfig,
+        influx: InfluxClient,
+        load_devices: Callable[[], Mapping[str, DeviceRecord]],
+        clock: Clock,
+        metrics: IngestMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self.influx = influx
+        self.clock = clock
+        self.metrics = metrics or IngestMetrics()
+        self._load_devices = load_devices
+        self._devices: Mapping[str, DeviceRecord] = load_devices()
+        self._devices_loaded_at = time.monotonic()
+        self._queue: deque[_Pending] = deque()
+        self._wake = threading.Condition()
+        self._stop = threading.Event()
+        self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        self._client = make_client(config.broker, config.client_id, v5=True, manual_ack=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self._rejections_seen: dict[Reason, int] = {}
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect (persistent session) and start the network and writer threads."""
+        props = persistent_session_properties(SESSION_EXPIRY_S, self.config.inflight)
+        self._client.connect_async(
+            self.config.broker.host,
+            self.config.broker.port,
+            keepalive=30,
+            clean_start=False,
+            properties=props,
+        )
+        self._client.loop_start()
+        self._writer.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued (if InfluxDB takes it), acknowledge it, then disconnect."""
+        self._stop.set()
+        with self._wake:
+            self._wake.notify()
+        self._writer.join(timeout)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # --- network thread -----------------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        properties: object,
+    ) -> None:
+        if reason.is_failure:
+            log.error("broker refused connection: %s", reason)
+            return
+        self.metrics.broker_up.set(1)
+        log.info("connected to broker (session present: %s)", flags.session_present)
+        # retainHandling=1: retained status is sent only when the subscription is new,
+        # so a restart on a persistent session does not replay every device's status.
+        options = SubscribeOptions(qos=1, retainHandling=1)
+        client.subscribe(self.config.topic, options=options)
+        self.subscribed.set()
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: object,
+        reason: ReasonCode,
+        props: object,
+    ) -> None:
+        self.metrics.broker_up.set(0)
+        if not self._stop.is_set():
+            log.warning("disconnected from broker (%s); reconnecting", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        outcome = decode_message(
+            message.topic,
+            bytes(message.payload),
+            devices=self._current_devices(),
+            now_ms=self.clock.now_ms(),
+            limits=self.config.limits,
+        )
+        self._count(outcome, message.topic)
+        with self._wake:
+            self._queue.append(_Pending(message.mid, message.qos, outcome))
+            self.metrics.backlog.set(len(self._queue))
+            if len(self._queue) >= self.config.batch_size:
+                self._wake.notify()
+
+    def _current_devices(self) -> Mapping[str, DeviceRecord]:
+        if time.monotonic() - self._devices_loaded_at > self.config.registry_refresh_s:
+            self._devices_loaded_at = time.monotonic()
+            try:
+                self._devices = self._load_devices()
+            except Exception:  # a registry hiccup must not stop ingest: keep the last list
+                log.exception("reloading the device registry failed; keeping the previous list")
+        return self._devices
+
+    def _count(self, outcome: Outcome, topic: str) -> None:
+        if isinstance(outcome, Ignored):
+            self.metrics.ignored.labels(outcome.channel).inc()
+            return
+        self.metrics.received.labels(outcome.kind).inc()
+        if isinstance(outcome, Rejected):
+            self._reject(outcome, topic)
+
+    def _reject(self, rejection: Rejected, topic: str) -> None:
+        self.metrics.rejected.labels(rejection.reason.value, rejection.kind).inc()
+        seen = self._rejections_seen.get(rejection.reason, 0)
+        self._rejections_seen[rejection.reason] = seen + 1
+        if seen % REJECTION_LOG_EVERY == 0:  # a sample, so a flood cannot flood the log
+            log.warning(
+                "rejected %s (%d so far) on %s: %s",
+                rejection.reason.value,
+                seen + 1,
+                topic[:200],
+                rejection.detail[:300],
+            )
+
+    # --- writer thread ------------------------------------------------------------
+
+    def _take_batch(self) -> list[_Pending]:
+        deadline = time.monotonic() + self.config.flush_ms / 1000
+        with self._wake:
+            while len(self._queue) < self.config.batch_size and not self._stop.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._wake.wait(remaining)
+            n = min(len(self._queue), self.config.batch_size)
+            return [self._queue.popleft() for _ in range(n)]
+
+    def _write_loop(self) -> None:
+        while True:
+            stopping = self._stop.is_set()
+            batch = self._take_batch()
+            if batch:
+                self._deliver(batch, give_up_on_outage=stopping)
+            if stopping and not self._queue:
+                return
+
+    def _deliver(self, batch: list[_Pending], *, give_up_on_outage: bool) -> None:
+        """Write a batch's accepted points, then acknowledge every message of it in order."""
+        accepted = [p.outcome for p in batch if isinstance(p.outcome, Accepted)]
+        backoff = 0.5
+        while accepted:
+            try:
+                self._write(accepted)
+                self.metrics.influx_up.set(1)
+                break
+            except InfluxUnavailable as exc:
+                self.metrics.influx_up.set(0)
+                self.metrics.write_retries.inc()
+                if give_up_on_outage:
+                    log.warning(
+                        "InfluxDB unavailable at shutdown; %d messages stay unacknowledged",
+                        len(batch),
+                    )
+                    return  # not acknowledged: the broker redelivers them to the next run
+                delay = exc.retry_after if exc.retry_after is not None else backoff
+                log.warning("InfluxDB unavailable (%s); retrying in %.1fs", exc, delay)
+                if self._stop.wait(min(delay, MAX_BACKOFF_S)):
+                    give_up_on_outage = True
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+        for pending in batch:
+            self._client.ack(pending.mid, pending.qos)
+        with self._wake:
+            self.metrics.backlog.set(len(self._queue))
+
+    def _write(self, accepted: list[Accepted]) -> None:
+        """Write points; split on 413, and isolate points InfluxDB refuses so the rest is kept."""
+        body = "\n".join(a.line for a in accepted).encode()
+        started = time.perf_counter()
+        try:
+            self.influx.write(body)
+        except (BatchTooLarge, InfluxRejected) as exc:
+            if len(accepted) == 1:
+                self._reject(Rejected(Reason.INFLUX_REJECTED, exc.message, accepted[0].kind), "")
+                return
+            # Writes are idempotent (same series and ts overwrite), so re-sending the
+            # halves that InfluxDB had already taken costs time, never duplicates.
+            middle = len(accepted) // 2
+            self._write(accepted[:middle])
+            self._write(accepted[middle:])
+            return
+        self.metrics.write_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_size.observe(len(accepted))
+        for kind, n in Counter(a.kind for a in accepted).items():
+            self.metrics.written.labels(kind).inc(n)

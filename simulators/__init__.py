@@ -1,0 +1,1 @@
+"""simulators: whole communities of simulated devices, publishing the contract over MQTT."""

@@ -1,0 +1,166 @@
+"""Simulated devices: deterministic, plausible, and obedient to commands (no broker needed)."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections import Counter
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from devices import KINDS
+from devices.contract import Channel, Command
+from devices.streetlight.simulate import sun_times
+from gridwatch.clock import SimulatedClock
+from simulators.engine import Simulation
+from tests.contract_helpers import COMMUNITY, NOW_MS, record, sample_payloads
+
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+class RecordingTransport:
+    """Keeps every published message in order."""
+
+    unconfirmed = 0
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+
+    def publish(self, device_id: str, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        self.messages.append((topic, payload, retain))
+
+    def poll(self, timeout: float) -> None:
+        return None
+
+
+def _run(seed: int, hours: float = 6) -> RecordingTransport:
+    transport = RecordingTransport()
+    devices = [record(k, f"dev-{k}-{i}") for k in KINDS for i in range(3)]
+    sim = Simulation(
+        [COMMUNITY], devices, clock=SimulatedClock(NOW_MS, 0), seed=seed, transport=transport
+    )
+    sim.announce(online=True)
+    report = sim.run(NOW_MS + int(hours * 3_600_000), threading.Event())
+    assert report.total == len(transport.messages)
+    return transport
+
+
+def test_same_seed_same_stream_message_for_message() -> None:
+    assert _run(seed=42).messages == _run(seed=42).messages
+
+
+def test_other_seed_other_stream() -> None:
+    assert _run(seed=1).messages != _run(seed=2).messages
+
+
+def test_stream_is_in_event_time_order_per_device_with_consecutive_seq() -> None:
+    last: dict[str, tuple[int, int]] = {}
+    for topic, payload, _ in _run(seed=3, hours=24).messages:
+        body = json.loads(payload)
+        if "seq" not in body:
+            continue
+        device = topic.split("/")[3]
+        prev_ts, prev_seq = last.get(device, (0, 0))
+        assert body["seq"] == prev_seq + 1
+        assert body["ts"] >= prev_ts
+        last[device] = (body["ts"], body["seq"])
+
+
+def _telemetry(kind: str, hours: float) -> list[dict[str, object]]:
+    return [json.loads(p) for ch, p in sample_payloads(kind, hours) if ch == "telemetry"]
+
+
+def test_heartbeats_follow_contract_intervals() -> None:
+    for kind, interval_ms in (("door", 60_000), ("streetlight", 60_000)):
+        ts = [t["ts"] for t in _telemetry(kind, 2)]
+        gaps = {b - a for a, b in zip(ts, ts[1:], strict=False)}  # type: ignore[operator]
+        assert gaps == {interval_ms}, kind
+
+
+def test_door_traffic_peaks_morning_and_evening_and_is_quiet_at_night() -> None:
+    hours: Counter[int] = Counter()
+    for ch, payload in sample_payloads("door", hours=24 * 14):
+        body = json.loads(payload)
+        if ch == "event" and body["event"] == "unlock":
+            hours[datetime.fromtimestamp(body["ts"] / 1000, TZ).hour] += 1
+    night = sum(hours[h] for h in (1, 2, 3, 4))
+    assert hours[7] + hours[8] > 5 * night
+    assert hours[18] > 3 * hours[14] / 2
+    methods = Counter(
+        json.loads(p)["method"]
+        for ch, p in sample_payloads("door", 24 * 3)
+        if ch == "event" and b'"unlock"' in p
+    )
+    assert methods.most_common(2)[0][0] in {"face", "button"}
+
+
+def test_lamps_are_lit_exactly_between_sunset_and_sunrise() -> None:
+    for body in _telemetry("streetlight", 48):
+        ts = int(body["ts"])  # type: ignore[call-overload]
+        day = datetime.fromtimestamp(ts / 1000, TZ).date()
+        rise, set_ = sun_times(COMMUNITY.lat, COMMUNITY.lon, day)
+        assert body["on"] == (ts < rise or ts >= set_), body
+
+
+def test_registers_never_decrease() -> None:
+    for kind, field in (("streetlight", "energy_kwh"), ("water_meter", "total_l")):
+        values = [float(t[field]) for t in _telemetry(kind, 24 * 3)]  # type: ignore[arg-type]
+        assert values == sorted(values), kind
+        assert values[-1] > values[0], kind
+
+
+def test_water_flow_agrees_with_the_register() -> None:
+    readings = _telemetry("water_meter", 24 * 2)
+    for a, b in zip(readings, readings[1:], strict=False):
+        used = float(b["total_l"]) - float(a["total_l"])  # type: ignore[arg-type]
+        if float(a["flow_lpm"]) == 0:  # type: ignore[arg-type]
+            assert used < 0.2, (a, b)  # nothing flowed between (rounding only)
+        else:
+            minutes = (int(b["ts"]) - int(a["ts"])) / 60_000  # type: ignore[call-overload]
+            assert abs(used - float(a["flow_lpm"]) * minutes) < 0.2  # type: ignore[arg-type]
+
+
+def test_robot_visits_checkpoints_in_order_at_night_and_charges_by_day() -> None:
+    payloads = [json.loads(p) for ch, p in sample_payloads("patrol_robot", 24)]
+    checkpoints = [p["checkpoint_id"] for p in payloads if p.get("event") == "checkpoint"]
+    assert checkpoints[:5] == ["cp-01", "cp-02", "cp-03", "cp-04", "cp-05"]
+    assert checkpoints[5:10] == checkpoints[:5]
+    for p in payloads:
+        if "mode" in p and p["mode"] == "patrolling":
+            hour = datetime.fromtimestamp(p["ts"] / 1000, TZ).hour
+            assert hour >= 22 or hour < 6, p
+
+
+def _command(name: str, args: dict[str, object], ts: int, expires: int) -> Command:
+    return msgspec.convert(
+        {"cmd_id": "c-1", "ts": ts, "name": name, "args": args, "expires_ts": expires}, Command
+    )
+
+
+def test_commands_are_acknowledged_and_change_what_the_device_reports() -> None:
+    lamp = KINDS["streetlight"].simulator(
+        record("streetlight"), COMMUNITY, random.Random(1), NOW_MS
+    )
+    now = NOW_MS + 1000
+    out = lamp.handle_command(
+        _command("set_light", {"on": True, "dim_pct": 60}, now, now + 60_000), now
+    )
+    channels = [o.channel for o in out]
+    assert channels[-1] is Channel.CMD_ACK and out[-1].payload["ok"] is True
+    assert lamp.telemetry(now + 1)["dim_pct"] == 60
+
+
+def test_expired_commands_are_ignored() -> None:
+    door = KINDS["door"].simulator(record("door"), COMMUNITY, random.Random(1), NOW_MS)
+    assert door.handle_command(_command("unlock", {}, NOW_MS, NOW_MS + 10), NOW_MS + 11) == []
+
+
+def test_unknown_command_is_refused_in_the_ack() -> None:
+    meter = KINDS["water_meter"].simulator(
+        record("water_meter"), COMMUNITY, random.Random(1), NOW_MS
+    )
+    out = meter.handle_command(_command("explode", {}, NOW_MS, NOW_MS + 10_000), NOW_MS)
+    assert out[-1].payload["ok"] is False and "explode" in out[-1].payload["error"]
