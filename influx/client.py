@@ -3,8 +3,8 @@
 Errors form a tree so callers can react to the failure, not the status code:
 
     InfluxError
-    ├── InfluxUnavailable     retry later (connection refused, timeout, 429, 5xx); carries retry_after
-    └── InfluxRejected        the request itself was refused (4xx); retrying the same body won't help
+    ├── InfluxUnavailable   retry later (refused, timeout, 429, 5xx); carries retry_after
+    └── InfluxRejected      the request was refused (4xx); the same body will fail again
         └── BatchTooLarge     413: split the batch and send the halves
 """
 

@@ -97,7 +97,7 @@ def test_event_names_are_tags(kind: str) -> None:
 
 
 def _telemetry(kind: str, **changes: object) -> bytes:
-    channel, payload = next(p for p in sample_payloads(kind) if p[0] == "telemetry")
+    _channel, payload = next(p for p in sample_payloads(kind) if p[0] == "telemetry")
     body = json.loads(payload)
     body.update(changes)
     return json.dumps(body).encode()

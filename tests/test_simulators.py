@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import threading
@@ -76,7 +77,7 @@ def _telemetry(kind: str, hours: float) -> list[dict[str, object]]:
 def test_heartbeats_follow_contract_intervals() -> None:
     for kind, interval_ms in (("door", 60_000), ("streetlight", 60_000)):
         ts = [t["ts"] for t in _telemetry(kind, 2)]
-        gaps = {b - a for a, b in zip(ts, ts[1:], strict=False)}  # type: ignore[operator]
+        gaps = {b - a for a, b in itertools.pairwise(ts)}  # type: ignore[operator]
         assert gaps == {interval_ms}, kind
 
 
@@ -114,7 +115,7 @@ def test_registers_never_decrease() -> None:
 
 def test_water_flow_agrees_with_the_register() -> None:
     readings = _telemetry("water_meter", 24 * 2)
-    for a, b in zip(readings, readings[1:], strict=False):
+    for a, b in itertools.pairwise(readings):
         used = float(b["total_l"]) - float(a["total_l"])  # type: ignore[arg-type]
         if float(a["flow_lpm"]) == 0:  # type: ignore[arg-type]
             assert used < 0.2, (a, b)  # nothing flowed between (rounding only)
