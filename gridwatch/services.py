@@ -8,8 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from registry.importer import ImportSummary, import_file
-from registry.records import load_communities, load_devices
+from prometheus_client import start_http_server
 
 from broker.connection import BrokerAddress
 from devices.contract import DeviceRecord
@@ -19,6 +18,8 @@ from influx.client import InfluxClient
 from ingest.decode import Limits
 from ingest.service import IngestConfig, Ingestor
 from registry.db import make_engine, make_sessionmaker, migrate
+from registry.importer import ImportSummary, import_file
+from registry.records import load_communities, load_devices
 from simulators.engine import Report, Simulation
 from simulators.fleet import Fleet
 
@@ -86,6 +87,10 @@ def run_ingest(settings: Settings, stop: threading.Event) -> None:
             ingest_config(settings), influx, lambda: device_index(settings), WallClock()
         )
         log.info("ingest: %s -> %s/%s", settings.mqtt_url, settings.influx_url, settings.influx_db)
+        if settings.ingest_metrics_port:
+            start_http_server(
+                settings.ingest_metrics_port, addr="127.0.0.1", registry=ingestor.metrics.registry
+            )
         ingestor.start()
         stop.wait()
         log.info("ingest: stopping")

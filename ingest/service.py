@@ -88,6 +88,7 @@ class Ingestor:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = lambda *_: self.subscribed.set()
         self.subscribed = threading.Event()
         self._rejections_seen: dict[Reason, int] = {}
 
@@ -134,7 +135,6 @@ class Ingestor:
         # so a restart on a persistent session does not replay every device's status.
         options = SubscribeOptions(qos=1, retainHandling=1)
         client.subscribe(self.config.topic, options=options)
-        self.subscribed.set()
 
     def _on_disconnect(
         self,
