@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from registry.importer import import_file
 from registry.records import load_communities, load_devices
 from simulators.engine import Report, Simulation
 from simulators.fleet import Fleet
-from stack.servers import Mosquitto, free_port
+from stack.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
 
@@ -39,9 +40,9 @@ SIMULATED_HOURS = 2
 
 
 @pytest.fixture()
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+def broker(stack_root: Path) -> Iterator[Mosquitto]:
     """A broker of this test's own: no retained messages from other tests."""
-    with Mosquitto(tmp_path / "mosquitto", free_port()) as server:
+    with Mosquitto(stack_root / f"mosquitto-e2e-{uuid.uuid4().hex[:8]}") as server:
         yield server
 
 
