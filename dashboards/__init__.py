@@ -1,0 +1,1 @@
+"""dashboards: Grafana dashboards as code (see README.md; not built yet)."""
