@@ -31,6 +31,8 @@ _COMMAND_DECODER = msgspec.json.Decoder(Command)
 _ENCODER = msgspec.json.Encoder()
 # Keep at most this many messages waiting for the broker's ack before running more devices.
 MAX_UNCONFIRMED = 20_000
+# While running behind (replay), read acks and commands every this many devices run.
+POLL_EVERY = 64
 
 
 class Transport(Protocol):
@@ -103,6 +105,7 @@ class Simulation:
         self._heap = [(d.sim.next_due_ms(), device_id) for device_id, d in self._devices.items()]
         heapq.heapify(self._heap)
         self._commands: list[tuple[str, bytes]] = []
+        self._since_poll = 0
 
     @property
     def device_ids(self) -> list[str]:
@@ -188,6 +191,9 @@ class Simulation:
             behind_ms = due_ms - self.clock.now_ms()
             if behind_ms <= 0 or self.clock.speed == 0:
                 self.clock.sleep_until(due_ms)
-                self.transport.poll(0)
+                self._since_poll += 1
+                if self._since_poll >= POLL_EVERY:  # I/O in bursts: a syscall per message is slow
+                    self._since_poll = 0
+                    self.transport.poll(0)
                 return True
             self.transport.poll(min(0.2, behind_ms / self.clock.speed / 1000))

@@ -66,6 +66,8 @@ class Fleet:
     def add(self, device_id: str, community: str, kind: str) -> None:
         """Open the device's connection, with its last will."""
         client = make_client(self.broker, device_id)
+        # paho's default of 20 unacknowledged messages stalls a device replaying history.
+        client.max_inflight_messages_set(1000)
         status = device_topic(community, kind, device_id, Channel.STATUS)
         client.will_set(status, OFFLINE_WILL, qos=1, retain=True)
         conn = _Conn(device_id, community, kind, client)
