@@ -84,12 +84,12 @@ class Ingestor:
         self._wake = threading.Condition()
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        self.subscribed = threading.Event()
         self._client = make_client(config.broker, config.client_id, v5=True, manual_ack=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = lambda *_: self.subscribed.set()
-        self.subscribed = threading.Event()
         self._rejections_seen: dict[Reason, int] = {}
 
     # --- lifecycle ----------------------------------------------------------------
