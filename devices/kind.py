@@ -67,6 +67,14 @@ class DeviceKind:
         members = getattr(self.events, "__args__", (self.events,))
         return [m.__struct_config__.tag for m in members]
 
+    def simulate(
+        self, record: DeviceRecord, community: Community, rng: random.Random, start_ms: int
+    ) -> SimulatedDevice:
+        """A simulated device of this kind, which checks command arguments against ``commands``."""
+        device = self.simulator(record, community, rng, start_ms)
+        device.command_args = self.commands
+        return device
+
     def validate_attributes(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Check registry attributes against the kind's schema (``msgspec.ValidationError``)."""
         return msgspec.to_builtins(msgspec.convert(dict(raw), self.attributes))  # type: ignore[no-any-return]

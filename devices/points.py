@@ -55,8 +55,9 @@ def event_point(kind: DeviceKind, record: DeviceRecord, event: Event) -> Point:
 
 
 def status_point(record: DeviceRecord, status: Status, arrival_ms: int) -> Point:
-    """Online/offline; the broker's last will has no ``ts``, so it takes the arrival time."""
-    fields: dict[str, FieldValue] = {"online": status.online, "will": status.ts is None}
+    """Online/offline; a status without ``ts`` (the last will) takes the arrival time."""
+    will = status.ts is None and not status.online
+    fields: dict[str, FieldValue] = {"online": status.online, "will": will}
     time_ms = status.ts if status.ts is not None else arrival_ms
     return Point(STATUS_MEASUREMENT, device_tags(record, with_kind=True), fields, time_ms)
 

@@ -13,11 +13,13 @@ import heapq
 import itertools
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
+
+import msgspec
 
 from devices.contract import Channel, Command, Community, DeviceRecord
 
@@ -49,6 +51,8 @@ class SimulatedDevice(ABC):
     """
 
     telemetry_interval_ms: int = 60_000
+    # The kind's command argument schemas; set by DeviceKind.simulate().
+    command_args: Mapping[str, type[msgspec.Struct]] = {}
 
     def __init__(
         self, record: DeviceRecord, community: Community, rng: random.Random, start_ms: int
@@ -125,14 +129,24 @@ class SimulatedDevice(ABC):
 
     # --- commands -------------------------------------------------------------
 
+    def _carry_out(self, command: Command, now_ms: int) -> str | None:
+        """Check the arguments against the kind's schema, then run ``cmd_<name>``."""
+        schema = self.command_args.get(command.name)
+        handler = getattr(self, f"cmd_{command.name}", None)
+        if schema is None or handler is None:
+            return f"unknown command {command.name}"
+        try:
+            args = msgspec.to_builtins(msgspec.convert(command.args, schema))
+        except msgspec.ValidationError as exc:
+            return f"bad arguments: {exc}"
+        error: str | None = handler(now_ms, args)
+        return error
+
     def handle_command(self, command: Command, now_ms: int) -> list[Outgoing]:
         """Carry out a command and acknowledge it; expired commands are ignored."""
         if now_ms > command.expires_ts:
             return []
-        handler = getattr(self, f"cmd_{command.name}", None)
-        error = (
-            f"unknown command {command.name}" if handler is None else handler(now_ms, command.args)
-        )
+        error = self._carry_out(command, now_ms)
         ack = {"cmd_id": command.cmd_id, "ts": now_ms, "seq": self._next_seq(), "ok": error is None}
         if error is not None:
             ack["error"] = error

@@ -99,8 +99,7 @@ class Simulation:
         self._devices: dict[str, _Device] = {}
         for record in sorted(devices, key=lambda r: r.device_id):
             rng = random.Random(f"{seed}:{record.device_id}")
-            factory = KINDS[record.kind].simulator
-            sim = factory(record, by_id[record.community], rng, clock.now_ms())
+            sim = KINDS[record.kind].simulate(record, by_id[record.community], rng, clock.now_ms())
             self._devices[record.device_id] = _Device(record, sim)
         self._heap = [(d.sim.next_due_ms(), device_id) for device_id, d in self._devices.items()]
         heapq.heapify(self._heap)

@@ -59,7 +59,7 @@ def sample_payloads(
     kind: str, hours: float = 24, start_ms: int = NOW_MS
 ) -> list[tuple[str, bytes]]:
     """(channel, payload) pairs a simulated device of ``kind`` publishes over ``hours``."""
-    sim = KINDS[kind].simulator(record(kind), COMMUNITY, random.Random(7), start_ms)
+    sim = KINDS[kind].simulate(record(kind), COMMUNITY, random.Random(7), start_ms)
     out: list[tuple[str, bytes]] = []
     end = start_ms + int(hours * 3_600_000)
     while sim.next_due_ms() <= end:

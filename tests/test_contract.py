@@ -173,6 +173,11 @@ def test_commands_we_sent_are_ignored_not_rejected() -> None:
     assert isinstance(decode("door", "cmd", b"{}"), Ignored)
 
 
+def test_online_status_without_ts_is_not_a_last_will() -> None:
+    outcome = decode("door", "status", b'{"online": true}')
+    assert isinstance(outcome, Accepted) and outcome.point.fields["will"] is False
+
+
 def test_last_will_takes_arrival_time() -> None:
     outcome = decode("door", "status", b'{"online": false}')
     assert isinstance(outcome, Accepted)

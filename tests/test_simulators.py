@@ -11,10 +11,11 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import msgspec
+from astral import Observer
+from astral.sun import sunrise, sunset
 
 from devices import KINDS
 from devices.contract import Channel, Command
-from devices.streetlight.simulate import sun_times
 from gridwatch.clock import SimulatedClock
 from simulators.engine import Simulation
 from tests.contract_helpers import COMMUNITY, NOW_MS, record, sample_payloads
@@ -99,11 +100,16 @@ def test_door_traffic_peaks_morning_and_evening_and_is_quiet_at_night() -> None:
 
 
 def test_lamps_are_lit_exactly_between_sunset_and_sunrise() -> None:
-    for body in _telemetry("streetlight", 48):
-        ts = int(body["ts"])  # type: ignore[call-overload]
-        day = datetime.fromtimestamp(ts / 1000, TZ).date()
-        rise, set_ = sun_times(COMMUNITY.lat, COMMUNITY.lon, day)
-        assert body["on"] == (ts < rise or ts >= set_), body
+    observer = Observer(latitude=COMMUNITY.lat, longitude=COMMUNITY.lon)
+    readings = _telemetry("streetlight", 48)
+    for body in readings:
+        local = datetime.fromtimestamp(int(body["ts"]) / 1000, TZ)  # type: ignore[call-overload]
+        dark = local < sunrise(observer, local.date(), tzinfo=TZ) or local >= sunset(
+            observer, local.date(), tzinfo=TZ
+        )
+        assert body["on"] == dark, body
+    hours_lit = {datetime.fromtimestamp(int(b["ts"]) / 1000, TZ).hour for b in readings if b["on"]}  # type: ignore[call-overload]
+    assert 12 not in hours_lit and 0 in hours_lit
 
 
 def test_registers_never_decrease() -> None:
@@ -142,9 +148,7 @@ def _command(name: str, args: dict[str, object], ts: int, expires: int) -> Comma
 
 
 def test_commands_are_acknowledged_and_change_what_the_device_reports() -> None:
-    lamp = KINDS["streetlight"].simulator(
-        record("streetlight"), COMMUNITY, random.Random(1), NOW_MS
-    )
+    lamp = KINDS["streetlight"].simulate(record("streetlight"), COMMUNITY, random.Random(1), NOW_MS)
     now = NOW_MS + 1000
     out = lamp.handle_command(
         _command("set_light", {"on": True, "dim_pct": 60}, now, now + 60_000), now
@@ -155,13 +159,37 @@ def test_commands_are_acknowledged_and_change_what_the_device_reports() -> None:
 
 
 def test_expired_commands_are_ignored() -> None:
-    door = KINDS["door"].simulator(record("door"), COMMUNITY, random.Random(1), NOW_MS)
+    door = KINDS["door"].simulate(record("door"), COMMUNITY, random.Random(1), NOW_MS)
     assert door.handle_command(_command("unlock", {}, NOW_MS, NOW_MS + 10), NOW_MS + 11) == []
 
 
 def test_unknown_command_is_refused_in_the_ack() -> None:
-    meter = KINDS["water_meter"].simulator(
+    meter = KINDS["water_meter"].simulate(
         record("water_meter"), COMMUNITY, random.Random(1), NOW_MS
     )
     out = meter.handle_command(_command("explode", {}, NOW_MS, NOW_MS + 10_000), NOW_MS)
     assert out[-1].payload["ok"] is False and "explode" in out[-1].payload["error"]
+
+
+def test_command_arguments_are_checked_against_the_kind_schema() -> None:
+    lamp = KINDS["streetlight"].simulate(record("streetlight"), COMMUNITY, random.Random(1), NOW_MS)
+    out = lamp.handle_command(_command("set_light", {}, NOW_MS, NOW_MS + 10_000), NOW_MS)
+    assert out[-1].payload["ok"] is False and "bad arguments" in out[-1].payload["error"]
+    meter = KINDS["water_meter"].simulate(
+        record("water_meter"), COMMUNITY, random.Random(1), NOW_MS
+    )
+    out = meter.handle_command(
+        _command("set_valve", {"valve": "foo"}, NOW_MS, NOW_MS + 10_000), NOW_MS
+    )
+    assert out[-1].payload["ok"] is False
+    assert meter.telemetry(NOW_MS)["valve"] == "open"
+
+
+def test_dimming_window_may_span_midnight() -> None:
+    lamp = KINDS["streetlight"].simulate(record("streetlight"), COMMUNITY, random.Random(1), NOW_MS)
+    args = {"dim_from": "23:00", "dim_until": "05:00", "dim_pct": 30}
+    out = lamp.handle_command(_command("set_schedule", args, NOW_MS, NOW_MS + 10_000), NOW_MS)
+    assert out[-1].payload["ok"] is True
+    day = datetime.fromtimestamp(NOW_MS / 1000, TZ).replace(hour=23, minute=30)
+    late_evening = int(day.timestamp() * 1000)
+    assert lamp._scheduled_state(late_evening) == (True, 30)  # type: ignore[attr-defined]

@@ -98,7 +98,7 @@ class SimulatedDoor(SimulatedDevice):
         """Unlock remotely for ``duration_s``; someone walks through."""
         if not self.locked:
             return None
-        self._unlock(ts, "remote", None, hold_s=float(args.get("duration_s", 5)))
+        self._unlock(ts, "remote", None, hold_s=float(args["duration_s"]))
         return None
 
     def cmd_lock(self, ts: int, args: dict[str, Any]) -> str | None:

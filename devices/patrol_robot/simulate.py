@@ -191,9 +191,9 @@ class SimulatedPatrolRobot(SimulatedDevice):
 
     def cmd_start_patrol(self, ts: int, args: dict[str, Any]) -> str | None:
         """Start a patrol on a known route."""
-        route = self.routes.get(str(args.get("route_id")))
+        route = self.routes.get(args["route_id"])
         if route is None:
-            return f"unknown route {args.get('route_id')}"
+            return f"unknown route {args['route_id']}"
         if self.battery <= RETURN_AT_PCT:
             return "battery too low"
         self.start_patrol(ts, route)

@@ -20,11 +20,15 @@ NOON_LUX = 30_000.0
 
 
 @lru_cache(maxsize=4096)
-def sun_times(lat: float, lon: float, day: date) -> tuple[int, int]:
-    """Sunrise and sunset (ms since the epoch, UTC) on ``day`` at a place."""
+def sun_times(lat: float, lon: float, day: date, timezone: str) -> tuple[int, int]:
+    """Sunrise and sunset (ms since the epoch) on the local calendar ``day`` at a place.
+
+    The time zone matters: asked for a UTC date, astral answers with the sunrise
+    of the next local morning at UTC+8, and lamps would never switch off.
+    """
     observer = Observer(latitude=lat, longitude=lon)
-    rise = sunrise(observer, day)
-    set_ = sunset(observer, day)
+    rise = sunrise(observer, day, tzinfo=timezone)
+    set_ = sunset(observer, day, tzinfo=timezone)
     return int(rise.timestamp() * 1000), int(set_.timestamp() * 1000)
 
 
@@ -45,14 +49,20 @@ class SimulatedStreetlight(SimulatedDevice):
         self._metered_until = start_ms
         self._schedule_next_switch(start_ms)
 
+    def _sun(self, day: date) -> tuple[int, int]:
+        c = self.community
+        return sun_times(c.lat, c.lon, day, c.timezone)
+
     def _is_dark(self, ts: int) -> bool:
         day = self.local_time(ts).date()
-        rise, set_ = sun_times(self.community.lat, self.community.lon, day)
+        rise, set_ = self._sun(day)
         return ts < rise or ts >= set_
 
     def _in_dim_window(self, ts: int) -> bool:
         local = self.local_time(ts).strftime("%H:%M")
-        return self.dim_from <= local < self.dim_until
+        if self.dim_from <= self.dim_until:
+            return self.dim_from <= local < self.dim_until
+        return local >= self.dim_from or local < self.dim_until  # the window spans midnight
 
     def _scheduled_state(self, ts: int) -> tuple[bool, int]:
         if not self._is_dark(ts):
@@ -63,11 +73,7 @@ class SimulatedStreetlight(SimulatedDevice):
         """The next sunrise, sunset or dimming boundary after ``ts``."""
         day = self.local_time(ts).date()
         tz = self.community.timezone
-        candidates = [
-            t
-            for d in (day, day + timedelta(days=1))
-            for t in sun_times(self.community.lat, self.community.lon, d)
-        ]
+        candidates = [t for d in (day, day + timedelta(days=1)) for t in self._sun(d)]
         candidates += [
             next_local_time(ts, self.dim_from, tz),
             next_local_time(ts, self.dim_until, tz),
@@ -103,7 +109,7 @@ class SimulatedStreetlight(SimulatedDevice):
         if self._is_dark(ts):
             return NIGHT_LUX + (8.0 if self.on else 0.0)
         day = self.local_time(ts).date()
-        rise, set_ = sun_times(self.community.lat, self.community.lon, day)
+        rise, set_ = self._sun(day)
         # A half-sine from sunrise to sunset is close enough to the sky's brightness.
         return NOON_LUX * max(0.02, math.sin(math.pi * (ts - rise) / (set_ - rise)))
 
@@ -125,14 +131,11 @@ class SimulatedStreetlight(SimulatedDevice):
 
     def cmd_set_light(self, ts: int, args: dict[str, Any]) -> str | None:
         """Switch/dim now; the next scheduled change takes over again."""
-        self._switch(
-            ts, bool(args["on"]), int(args.get("dim_pct", 100)) if args["on"] else 0, "command"
-        )
+        self._switch(ts, args["on"], args["dim_pct"] if args["on"] else 0, "command")
         return None
 
     def cmd_set_schedule(self, ts: int, args: dict[str, Any]) -> str | None:
         """Change the after-midnight dimming window (from the next scheduled change on)."""
-        self.dim_from = str(args.get("dim_from", self.dim_from))
-        self.dim_until = str(args.get("dim_until", self.dim_until))
-        self.dim_pct_night = int(args.get("dim_pct", self.dim_pct_night))
+        self.dim_from, self.dim_until = args["dim_from"], args["dim_until"]
+        self.dim_pct_night = args["dim_pct"]
         return None

@@ -84,7 +84,7 @@ class SimulatedWaterMeter(SimulatedDevice):
 
     def cmd_set_valve(self, ts: int, args: dict[str, Any]) -> str | None:
         """Open or close the valve; closing stops any flow."""
-        valve = str(args["valve"])
+        valve = args["valve"]
         if valve == self.valve:
             return None
         if valve == "closed":
