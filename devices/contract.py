@@ -28,6 +28,7 @@ Seq = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 Pct = Annotated[int, msgspec.Meta(ge=0, le=100)]
 Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)]
 Longitude = Annotated[float, msgspec.Meta(ge=-180, le=180)]
+SnapshotId = Annotated[str, msgspec.Meta(pattern=SNAPSHOT_ID_RE.pattern)]
 OpaqueId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 ShortText = Annotated[str, msgspec.Meta(max_length=256)]
 

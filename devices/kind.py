@@ -42,6 +42,7 @@ class DeviceKind:
     event_tag_fields: frozenset[str]
     telemetry_interval_s: int
     simulator: SimulatorFactory
+    sends_snapshots: bool = False
     measurement_event: str = field(init=False)
 
     def __post_init__(self) -> None:

@@ -118,6 +118,8 @@ def decode_message(
         detail = f"{parsed.device_id} is registered as {record.community}/{record.kind}"
         return Rejected(Reason.DEVICE_MISMATCH, detail, kind_name)
     if parsed.channel is Channel.SNAPSHOT:
+        if not KINDS[kind_name].sends_snapshots:
+            return Rejected(Reason.BAD_TOPIC, f"a {kind_name} sends no snapshots", kind_name)
         point = snapshot_point(record, parsed.snapshot_id or "", len(payload), now_ms)
         return _accept(kind_name, point)
     try:

@@ -200,3 +200,9 @@ def test_hostile_strings_in_values_never_corrupt_line_protocol(hostile: str) -> 
         assert outcome.line.count(" ") >= 2
     else:
         assert isinstance(outcome, Rejected) and outcome.reason is Reason.SCHEMA
+
+
+def test_snapshots_only_from_kinds_that_send_them() -> None:
+    assert isinstance(decode("patrol_robot", "snapshot/s-1", b"\xff\xd8jpeg"), Accepted)
+    outcome = decode("door", "snapshot/s-1", b"\xff\xd8jpeg")
+    assert isinstance(outcome, Rejected) and outcome.reason is Reason.BAD_TOPIC

@@ -22,4 +22,5 @@ KIND = DeviceKind(
     # The slowest regular rate (charging); it reports every 5 s while active.
     telemetry_interval_s=60,
     simulator=SimulatedPatrolRobot,
+    sends_snapshots=True,
 )

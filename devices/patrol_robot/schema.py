@@ -6,7 +6,15 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from devices.contract import Event, Latitude, Longitude, OpaqueId, Pct, Telemetry
+from devices.contract import (
+    Event,
+    Latitude,
+    Longitude,
+    OpaqueId,
+    Pct,
+    SnapshotId,
+    Telemetry,
+)
 
 Mode = Literal["patrolling", "returning", "charging", "idle", "stuck"]
 Scene = Literal[
@@ -49,7 +57,7 @@ class Detection(Event, tag="detection", kw_only=True):
     confidence: Annotated[float, msgspec.Meta(ge=0, le=1)]
     lat: Latitude
     lon: Longitude
-    snapshot_id: OpaqueId | None = None
+    snapshot_id: SnapshotId | None = None
 
 
 class CheckpointPassed(Event, tag="checkpoint", kw_only=True):
