@@ -177,10 +177,13 @@ class InfluxClient:
         """
         db = quote_ident(self.database)
         self.query(f"CREATE DATABASE {db}")
-        self.query(
-            f'CREATE RETENTION POLICY "gridwatch" ON {db} DURATION {_duration(retention)} '
-            "REPLICATION 1 DEFAULT"
-        )
+        spec = f"ON {db} DURATION {_duration(retention)} REPLICATION 1 DEFAULT"
+        try:
+            self.query(f'CREATE RETENTION POLICY "gridwatch" {spec}')
+        except InfluxRejected as exc:  # it exists with another duration: change it
+            if "already exists" not in exc.message:
+                raise
+            self.query(f'ALTER RETENTION POLICY "gridwatch" {spec}')
 
 
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w)$|^INF$")
