@@ -89,9 +89,13 @@ class SimulatedClock:
             self._cursor_ms = max(self._cursor_ms, ts_ms)
         return ok
 
-    def rebase(self, speed: float) -> None:
-        """Carry on from the current simulated time at another speed (e.g. 1 for live)."""
-        now = self.now_ms()
+    def rebase(self, speed: float, at_ms: int | None = None) -> None:
+        """Carry on at another speed (e.g. 1 for live), from ``at_ms`` or the current time.
+
+        An accelerated clock runs ahead of the wall when publishing cannot keep up
+        with its speed, so going live must restart from the wall's now, not its own.
+        """
+        now = self.now_ms() if at_ms is None else at_ms
         self._start_ms = now
         self._cursor_ms = now
         self._wall_start_ms = self._wall.now_ms()

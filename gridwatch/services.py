@@ -134,8 +134,7 @@ def run_simulation(
     simulation.run(now, stop, progress=_progress)
     if follow and not stop.is_set():
         log.info("replay done; carrying on in real time")
-        clock.rebase(1.0)
-        simulation.run(None, stop, progress=_progress)
+        simulation.follow_live(stop, progress=_progress)
     simulation.announce(online=False)
     fleet.flush()
     fleet.close()

@@ -23,7 +23,7 @@ import msgspec
 from devices import KINDS
 from devices.contract import Channel, Command, Community, DeviceRecord, device_topic
 from devices.simulation import Outgoing, SimulatedDevice
-from gridwatch.clock import SimulatedClock
+from gridwatch.clock import SimulatedClock, WallClock
 
 log = logging.getLogger("gridwatch.simulate")
 
@@ -177,6 +177,13 @@ class Simulation:
             self.clock.sleep_until(until_ms, stop)
             self.report.reached_ms = until_ms
         return self.report
+
+    def follow_live(
+        self, stop: threading.Event, progress: Callable[[Report], None] | None = None
+    ) -> Report:
+        """After a replay, carry on in real time from the wall clock's now until ``stop``."""
+        self.clock.rebase(1.0, at_ms=WallClock().now_ms())
+        return self.run(None, stop, progress)
 
     def _wait_for(self, due_ms: int, stop: threading.Event) -> bool:
         """Do network I/O until the clock reaches ``due_ms``, without letting acks pile up."""

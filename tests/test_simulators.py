@@ -6,6 +6,7 @@ import itertools
 import json
 import random
 import threading
+import time
 from collections import Counter
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -193,3 +194,21 @@ def test_dimming_window_may_span_midnight() -> None:
     day = datetime.fromtimestamp(NOW_MS / 1000, TZ).replace(hour=23, minute=30)
     late_evening = int(day.timestamp() * 1000)
     assert lamp._scheduled_state(late_evening) == (True, 30)  # type: ignore[attr-defined]
+
+
+def test_going_live_after_a_slow_replay_never_stamps_the_future() -> None:
+    """A replay slower than its speed leaves the clock ahead of the wall; live must not be."""
+    transport = RecordingTransport()
+    devices = [record("door", f"dev-door-{i}") for i in range(20)]
+    wall_now = int(time.time() * 1000)
+    clock = SimulatedClock(wall_now - 3_600_000, speed=1_000_000)
+    sim = Simulation([COMMUNITY], devices, clock=clock, seed=1, transport=transport)
+    sim.run(wall_now - 120_000, threading.Event())  # going live then catches up two minutes
+    assert clock.now_ms() > int(time.time() * 1000) + 60_000  # ran ahead, as in make run
+    stop = threading.Event()
+    threading.Timer(1.5, stop.set).start()
+    before = len(transport.messages)
+    sim.follow_live(stop)
+    live = [json.loads(p) for _, p, _ in transport.messages[before:]]
+    assert live, "nothing published live"
+    assert max(m["ts"] for m in live) <= int(time.time() * 1000)

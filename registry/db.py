@@ -1,0 +1,91 @@
+"""Engines, sessions and migrations for the registry (SQLite by default, PostgreSQL deployed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session, sessionmaker
+
+ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
+# Any constant works: it only has to be the same in every process that migrates.
+_MIGRATION_LOCK_ID = 0x67726964  # "grid"
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine; for SQLite, create the file's directory and set up FKs, WAL, BEGIN."""
+    parsed = make_url(url)
+    # Ingest reloads a whole city's device attributes (JSON) periodically: msgspec
+    # decodes them several times faster than the json module.
+    fast_json: dict[str, Any] = {"json_deserializer": msgspec.json.decode}
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed, pool_pre_ping=True, **fast_json)
+    _create_parent_directory(parsed)
+    engine = create_engine(parsed, **fast_json)
+    event.listen(engine, "connect", _configure_sqlite_connection)
+    event.listen(engine, "begin", _begin_sqlite_transaction)
+    return engine
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """A session factory bound to ``engine``; objects stay readable after commit."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def migrate(url: str) -> None:
+    """Bring the database at ``url`` to the newest schema (``alembic upgrade head``)."""
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            _lock_against_concurrent_migrations(connection)
+            config = alembic_config()
+            # env.py migrates this connection, inside the transaction holding the lock.
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    finally:
+        engine.dispose()
+
+
+def alembic_config() -> Config:
+    """The Alembic configuration shipped inside the package (``registry/alembic.ini``)."""
+    return Config(ALEMBIC_INI)
+
+
+def _create_parent_directory(url: URL) -> None:
+    database = url.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
+    # The sqlite3 module's own transaction handling skips BEGIN before DDL and
+    # SELECT, so migrations and imports would not be atomic: _begin_sqlite_transaction
+    # emits BEGIN instead.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        # SQLite leaves foreign keys unenforced unless asked, per connection.
+        cursor.execute("PRAGMA foreign_keys = ON")
+        # WAL lets the API and ingest read while an import writes.
+        cursor.execute("PRAGMA journal_mode = WAL")
+        # In WAL mode NORMAL is still crash-safe; only the last commits may roll back.
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def _begin_sqlite_transaction(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+def _lock_against_concurrent_migrations(connection: Connection) -> None:
+    # Services started together (docker compose) would otherwise race to create
+    # the same tables. On SQLite the loser fails with "database is locked" and
+    # can simply be restarted; deployments run PostgreSQL.
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})

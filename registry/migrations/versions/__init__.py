@@ -1,0 +1,1 @@
+"""Alembic revisions of the registry, one file each (Alembic skips this file)."""

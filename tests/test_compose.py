@@ -1,0 +1,1036 @@
+"""The container deployment, proven without Docker.
+
+No Docker engine runs where the suite runs, so the deployment files must be right by
+construction. The static tests parse Dockerfile, .dockerignore, docker-compose.yml,
+.env.example and deploy/ and check them against what they name: services, files,
+volumes, variables, gridwatch's settings and CLI, ports and host names.
+
+The rehearsal (integration) runs the compose services' own commands and health checks,
+with their compose environment, against real servers: a mosquitto started from
+deploy/mosquitto/mosquitto.conf, an influxd with authentication and the accounts the
+influxdb image creates, and PostgreSQL. Only host names and ports are translated.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import typer.main
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from sqlalchemy import make_url
+
+from gridwatch import cli
+from gridwatch.settings import Settings
+from influx.client import InfluxClient, quote_ident, quote_literal
+from stack.servers import Influxd, Mosquitto, Postgres, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+CONSTRAINTS = ROOT / "deploy" / "constraints.txt"
+DEPLOY_README = ROOT / "deploy" / "README.md"
+DEPLOY_MOSQUITTO_CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
+STACK_MOSQUITTO_CONF = ROOT / "stack" / "conf" / "mosquitto.conf"
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+SECRET = re.compile(r"PASSWORD|TOKEN|SECRET")
+GW_NAME = re.compile(r"\bGW_[A-Z0-9_]+\b")
+# What a broker restart or a backlog depends on: the same in containers as locally.
+DURABILITY_KEYS = (
+    "persistence",
+    "autosave_interval",
+    "persistent_client_expiration",
+    "max_inflight_messages",
+    "max_queued_messages",
+    "max_queued_bytes",
+)
+
+
+# --- compose's variable interpolation ----------------------------------------------
+
+
+class MissingVariable(Exception):
+    """A ``${VAR:?message}`` whose variable is unset or empty: compose refuses to run."""
+
+
+_INTERPOLATION = re.compile(
+    r"\$(?:(?P<escaped>\$)"
+    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
+    r"|(?P<named>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+def variables_in(text: str) -> list[tuple[str, str | None]]:
+    """Each ``(name, operator)`` interpolated in ``text``; ``$$`` is a literal ``$``."""
+    return [
+        (m["braced"] or m["named"], m["op"])
+        for m in _INTERPOLATION.finditer(text)
+        if not m["escaped"]
+    ]
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """``text`` as compose substitutes it from ``env`` (the .env file)."""
+
+    def substitute(m: re.Match[str]) -> str:
+        if m["escaped"]:
+            return "$"
+        name, op, arg = m["braced"] or m["named"], m["op"], m["arg"] or ""
+        value = env.get(name)
+        if op == ":-":
+            return value or arg
+        if op == "-":
+            return arg if value is None else value
+        if op in (":?", "?") and (value is None or (op == ":?" and not value)):
+            raise MissingVariable(f"{name}: {arg}")
+        if op == ":+":
+            return arg if value else ""
+        if op == "+":
+            return "" if value is None else arg
+        return value or ""
+
+    return _INTERPOLATION.sub(substitute, text)
+
+
+def strings_in(node: Any) -> Iterator[str]:
+    """Every string value of a parsed YAML tree."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from strings_in(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from strings_in(value)
+
+
+def interpolated(node: Any, env: Mapping[str, str]) -> Any:
+    """The YAML tree with every string value interpolated."""
+    if isinstance(node, str):
+        return interpolate(node, env)
+    if isinstance(node, dict):
+        return {key: interpolated(value, env) for key, value in node.items()}
+    if isinstance(node, list):
+        return [interpolated(value, env) for value in node]
+    return node
+
+
+# --- the files, parsed --------------------------------------------------------------
+
+
+def raw_compose() -> dict[str, Any]:
+    """docker-compose.yml as written (anchors and merge keys resolved by PyYAML)."""
+    data = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def env_example() -> dict[str, str]:
+    """The assignments of .env.example."""
+    values: dict[str, str] = {}
+    for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, sep, value = line.partition("=")
+            assert sep, f".env.example: not an assignment: {line!r}"
+            values[name.strip()] = value.strip()
+    return values
+
+
+def operator_env() -> dict[str, str]:
+    """.env.example with every secret set, as an operator's .env would be."""
+    return {
+        name: secrets.token_hex(12) if SECRET.search(name) else value
+        for name, value in env_example().items()
+    }
+
+
+def compose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """docker-compose.yml as compose sees it with ``env`` (default: :func:`operator_env`)."""
+    result = interpolated(raw_compose(), operator_env() if env is None else env)
+    assert isinstance(result, dict)
+    return result
+
+
+def services(data: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """The services of ``data`` (a parsed compose file; default: :func:`compose`)."""
+    result = (compose() if data is None else data)["services"]
+    assert isinstance(result, dict)
+    return result
+
+
+def is_gridwatch(service: Mapping[str, Any]) -> bool:
+    """A service running the gridwatch image."""
+    return "build" in service or str(service.get("image", "")).startswith("gridwatch:")
+
+
+def gridwatch_services(
+    among: Mapping[str, dict[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The services running the gridwatch image, ``among`` some (default: :func:`services`)."""
+    return {name: s for name, s in (among or services()).items() if is_gridwatch(s)}
+
+
+def environment(service: Mapping[str, Any]) -> dict[str, str]:
+    """A service's environment, in either of compose's two forms."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(item.partition("=")[::2] for item in env)
+    return {key: "" if value is None else str(value) for key, value in env.items()}
+
+
+def depends_on(service: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A service's dependencies with their conditions, in either form."""
+    deps = service.get("depends_on") or {}
+    if isinstance(deps, list):
+        return {name: {"condition": "service_started"} for name in deps}
+    return {name: dict(value or {}) for name, value in deps.items()}
+
+
+def as_argv(value: str | list[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
+
+
+def healthcheck_argv(service: Mapping[str, Any]) -> list[str]:
+    """The health check as the argv docker runs."""
+    test = as_argv(service["healthcheck"]["test"])
+    if test[0] == "CMD":
+        return test[1:]
+    if test[0] == "CMD-SHELL":
+        return ["/bin/sh", "-c", test[1]]
+    return ["/bin/sh", "-c", " ".join(test)]
+
+
+def volumes_of(service: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """A service's mounts as ``(type, source, target)``: ``bind`` or ``volume``."""
+    mounts = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            mounts.append((volume["type"], volume.get("source", ""), volume["target"]))
+            continue
+        source, _, rest = volume.partition(":")
+        target = rest.split(":")[0]
+        kind = "bind" if source.startswith((".", "/", "~")) else "volume"
+        mounts.append((kind, source, target))
+    return mounts
+
+
+def published(service: Mapping[str, Any]) -> list[tuple[str, int, int]]:
+    """A service's short-syntax port mappings as ``(host_ip, host_port, container_port)``."""
+    mappings = []
+    for port in service.get("ports", []):
+        parts = str(port).split(":")
+        assert len(parts) == 3, f"publish on an explicit host address: {port!r}"
+        mappings.append((parts[0], int(parts[1]), int(parts[2].split("/")[0])))
+    return mappings
+
+
+def mosquitto_conf(path: Path) -> dict[str, list[str]]:
+    """A mosquitto config's options: each key with its values, in order."""
+    options: dict[str, list[str]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.strip().partition(" ")
+            options.setdefault(key, []).append(value.strip())
+    return options
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """The Dockerfile's instructions as ``(INSTRUCTION, arguments)``, continuations joined."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for line in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        if line.lstrip().startswith("#") or not line.strip():
+            continue
+        pending += line.rstrip()
+        if pending.endswith("\\"):
+            pending = pending[:-1] + " "
+            continue
+        keyword, _, arguments = pending.strip().partition(" ")
+        instructions.append((keyword.upper(), arguments.strip()))
+        pending = ""
+    return instructions
+
+
+def cli_command(path: list[str]) -> tuple[Any, list[str]]:
+    """The (click) command that ``gridwatch *path`` reaches, and the arguments left.
+
+    Duck-typed: typer ships click's classes under its own package.
+    """
+    command: Any = typer.main.get_command(cli.app)
+    args = list(path)
+    while hasattr(command, "commands"):
+        assert args, f"`gridwatch {' '.join(path)}` names no subcommand"
+        name = args.pop(0)
+        sub = command.commands.get(name)
+        assert sub is not None, f"`gridwatch {' '.join(path)}`: no subcommand {name!r}"
+        command = sub
+    return command, args
+
+
+def check_invocation(argv: list[str]) -> dict[str, Any]:
+    """Parse ``gridwatch *argv`` as the CLI does, without running it: the parameters.
+
+    A wrong subcommand, option, value (a float must be a float) or missing file fails.
+    """
+    command, args = cli_command(argv)
+    try:
+        with command.make_context(command.name, args) as context:
+            return dict(context.params)
+    except Exception as exc:  # typer ships click's exceptions under its own package
+        pytest.fail(f"`gridwatch {shlex.join(argv)}`: {exc}")
+
+
+def shell_script(service: Mapping[str, Any]) -> str | None:
+    """The script of a service whose entrypoint is ``sh -c``; None for the image's own."""
+    entrypoint = as_argv(service.get("entrypoint"))
+    if not entrypoint:
+        return None
+    assert Path(entrypoint[0]).name == "sh", f"unexpected entrypoint {entrypoint}"
+    assert any(flag.startswith("-") and "c" in flag for flag in entrypoint[1:])
+    command = as_argv(service.get("command"))
+    assert len(command) == 1, "sh -c takes the script as one argument"
+    return command[0]
+
+
+def gridwatch_invocations(service: Mapping[str, Any]) -> list[list[str]]:
+    """The argv (after ``gridwatch``) of every gridwatch command a service runs."""
+    script = shell_script(service)
+    if script is None:  # the image's ENTRYPOINT ["gridwatch"] with the command as argv
+        return [as_argv(service.get("command"))]
+    invocations = []
+    for line in script.splitlines():
+        tokens = [substituted(token) for token in shlex.split(line, comments=True)]
+        if tokens[:1] == ["exec"]:
+            tokens = tokens[1:]
+        if tokens[:1] == ["gridwatch"]:
+            invocations.append(tokens[1:])
+    return invocations
+
+
+def substituted(token: str) -> str:
+    """A shell word with its ``$(python -c '...')`` run, as the shell would."""
+    match = re.fullmatch(r"\$\(python -c '([^']*)'\)", token)
+    if match is None:
+        assert "$(" not in token, f"a command substitution this test cannot run: {token}"
+        return token
+    done = subprocess.run(
+        [sys.executable, "-c", match[1]], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def python_snippets(script: str) -> list[str]:
+    """The code of every ``python -c '...'`` of a shell script."""
+    return re.findall(r"python -c '([^']*)'", script)
+
+
+# --- .dockerignore, with Docker's matching rules ------------------------------------
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out)
+
+
+def dockerignore() -> list[tuple[bool, re.Pattern[str]]]:
+    """The patterns of .dockerignore as ``(excludes, regex)``, in order."""
+    rules = []
+    for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            negated = line.startswith("!")
+            pattern = line.lstrip("!").strip().strip("/")
+            rules.append((not negated, _pattern_regex(pattern)))
+    return rules
+
+
+def ignored(path: str) -> bool:
+    """True if the build context leaves out ``path``: the last pattern matching it or a
+    parent directory decides."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    verdict = False
+    for excludes, regex in dockerignore():
+        if any(regex.fullmatch(candidate) for candidate in candidates):
+            verdict = excludes
+    return verdict
+
+
+# --- static tests: docker-compose.yml -----------------------------------------------
+
+
+def test_no_version_key_and_a_project_name() -> None:
+    data = raw_compose()
+    assert "version" not in data, "the Compose spec has no version key"
+    assert data.get("name") == "gridwatch"
+    unknown = set(data) - {"name", "services", "volumes", "networks", "configs", "secrets"}
+    assert all(key.startswith("x-") for key in unknown), unknown
+
+
+def test_every_service_has_an_image_or_a_build() -> None:
+    for name, service in services().items():
+        assert service.get("image") or service.get("build"), name
+
+
+def test_gridwatch_services_share_one_image_built_from_the_dockerfile() -> None:
+    gridwatch = gridwatch_services()
+    assert set(gridwatch) == {"init", "ingest", "api", "simulate"}
+    assert {s["image"] for s in gridwatch.values()} == {"gridwatch:latest"}
+    assert {str(s["build"]) for s in gridwatch.values()} == {"."}
+    raw = gridwatch_services(services(raw_compose()))
+    assert {s["image"] for s in raw.values()} == {"gridwatch:${GRIDWATCH_VERSION:-latest}"}
+
+
+def test_every_build_context_has_its_dockerfile() -> None:
+    for name, service in services().items():
+        build = service.get("build")
+        if build is None:
+            continue
+        context, dockerfile = (
+            (build, "Dockerfile")
+            if isinstance(build, str)
+            else (build.get("context", "."), build.get("dockerfile", "Dockerfile"))
+        )
+        assert (ROOT / context / dockerfile).is_file(), f"{name}: no {context}/{dockerfile}"
+
+
+def test_bind_mounted_host_files_exist_in_the_repository() -> None:
+    binds = 0
+    for name, service in services().items():
+        for kind, source, _ in volumes_of(service):
+            if kind == "bind":
+                binds += 1
+                path = (ROOT / source).resolve()
+                assert path.is_relative_to(ROOT), f"{name}: {source} is outside the repository"
+                assert path.exists(), f"{name}: bind-mounted {source} does not exist"
+    assert binds, "the broker's config is bind-mounted"
+
+
+def test_named_volumes_are_declared_and_used() -> None:
+    data = compose()
+    declared = set(data.get("volumes") or {})
+    used = {
+        source
+        for service in services(data).values()
+        for kind, source, _ in volumes_of(service)
+        if kind == "volume"
+    }
+    assert used <= declared, f"undeclared volumes: {used - declared}"
+    assert declared <= used, f"declared but unused volumes: {declared - used}"
+
+
+def test_every_variable_is_documented_in_env_example() -> None:
+    used = {name for text in strings_in(raw_compose()) for name, _ in variables_in(text)}
+    documented = env_example()
+    assert used - set(documented) == set(), "used in docker-compose.yml, not in .env.example"
+    assert set(documented) - used == set(), "in .env.example, used nowhere"
+    lines = ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+    for index, line in enumerate(lines):
+        if not line.strip() or line.startswith("#"):
+            continue
+        above = index - 1
+        while above >= 0 and lines[above].strip() and not lines[above].startswith("#"):
+            above -= 1  # variables sharing one comment
+        assert above >= 0 and lines[above].startswith("# "), f"no comment explains {line!r}"
+
+
+def test_every_variable_has_a_default_or_is_required() -> None:
+    for text in strings_in(raw_compose()):
+        for name, op in variables_in(text):
+            assert op in (":-", ":?"), f"${{{name}}} would silently become empty when unset"
+
+
+def test_no_secret_has_a_usable_default() -> None:
+    secret_names = {name for name in env_example() if SECRET.search(name)}
+    assert secret_names >= {
+        "INFLUXDB_ADMIN_PASSWORD",
+        "INFLUXDB_USER_PASSWORD",
+        "POSTGRES_PASSWORD",
+    }
+    for text in strings_in(raw_compose()):
+        for name, op in variables_in(text):
+            if name in secret_names:
+                assert op == ":?", f"{name} must be ${{{name}:?...}}, without a default"
+    for name in secret_names:
+        assert env_example()[name] == "", f".env.example must leave {name} empty"
+        env = operator_env()
+        del env[name]
+        with pytest.raises(MissingVariable, match=name):
+            compose(env)
+    with pytest.raises(MissingVariable):
+        compose(env_example())  # copied, not edited: compose refuses to start
+
+
+def test_gw_variables_are_settings_fields() -> None:
+    fields = set(Settings.model_fields)
+    for name, service in gridwatch_services().items():
+        for key in environment(service):
+            if key.upper().startswith("GW_"):
+                assert key[3:].lower() in fields, f"{name}: {key} is no gridwatch setting"
+    for instruction, arguments in dockerfile_instructions():
+        if instruction == "ENV":
+            for name in GW_NAME.findall(arguments):
+                assert name[3:].lower() in fields, f"Dockerfile: {name} is no gridwatch setting"
+    for name in GW_NAME.findall(DEPLOY_README.read_text(encoding="utf-8")):
+        assert name[3:].lower() in fields, f"deploy/README.md: {name} is no gridwatch setting"
+
+
+def test_gridwatch_environments_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.upper().startswith("GW_"):
+            monkeypatch.delenv(key)
+    for name, service in gridwatch_services().items():
+        gw = {k: v for k, v in environment(service).items() if k.upper().startswith("GW_")}
+        with monkeypatch.context() as patch:
+            for key, value in gw.items():
+                patch.setenv(key, value)
+            settings = Settings()  # type: ignore[call-arg]  # validates every value
+        for key, value in gw.items():
+            assert str(getattr(settings, key[3:].lower())) == value, f"{name}: {key}"
+
+
+def test_commands_are_real_cli_subcommands() -> None:
+    for name, service in gridwatch_services().items():
+        invocations = gridwatch_invocations(service)
+        assert invocations, f"{name} runs no gridwatch command"
+        for argv in invocations:
+            check_invocation(argv)
+
+
+def test_init_runs_once_and_the_others_wait_for_it() -> None:
+    data = services()
+    assert gridwatch_invocations(data["init"]) == [["init"]]
+    assert data["init"]["restart"] == "no", "a one-shot service must not be restarted"
+    for name, service in gridwatch_services().items():
+        if name != "init":
+            deps = depends_on(service)
+            assert deps["init"]["condition"] == "service_completed_successfully", name
+            assert service["restart"] == "unless-stopped", name
+
+
+def test_depends_on_targets_exist_and_health_conditions_have_healthchecks() -> None:
+    data = services()
+    for name, service in data.items():
+        for target in depends_on(service):
+            assert target in data, f"{name} depends on unknown service {target}"
+            assert target != name
+            if not data[target].get("profiles"):
+                continue
+            assert service.get("profiles"), f"{name} needs {target}, which is in a profile"
+        for target, spec in depends_on(service).items():
+            condition = spec.get("condition", "service_started")
+            assert condition in {
+                "service_started",
+                "service_healthy",
+                "service_completed_successfully",
+            }
+            if condition == "service_healthy":
+                check = data[target].get("healthcheck") or {}
+                assert check.get("test") and not check.get("disable"), (
+                    f"{name} waits for {target} to be healthy: {target} needs a healthcheck"
+                )
+
+
+def test_long_running_services_have_healthchecks() -> None:
+    for name, service in services().items():
+        if service.get("restart") == "no" or name == "simulate":
+            continue
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        assert service.get("logging", {}).get("options", {}).get("max-size"), name
+
+
+def test_api_publishes_the_port_it_listens_on() -> None:
+    api = services()["api"]
+    env = environment(api)
+    given = check_invocation(gridwatch_invocations(api)[0])
+    host = given.get("host") or env.get("GW_API_HOST") or Settings.model_fields["api_host"].default
+    port = int(
+        given.get("port") or env.get("GW_API_PORT") or Settings.model_fields["api_port"].default
+    )
+    assert host == ".".join(["0"] * 4), "inside a container the API must listen on every address"
+    assert [container for _, _, container in published(api)] == [port]
+    assert published(api)[0][:2] == ("127.0.0.1", 8000)  # .env.example's defaults
+    health = " ".join(healthcheck_argv(api))
+    assert "/health" in health
+    assert "GW_API_PORT" in health or str(port) in health
+
+
+def test_mosquitto_listens_where_gridwatch_and_its_healthcheck_connect() -> None:
+    data = services()
+    broker = data["mosquitto"]
+    listener = mosquitto_conf(DEPLOY_MOSQUITTO_CONF)["listener"]
+    assert listener == ["1883"], "one listener, on every address of the container"
+    mounts = {target: (kind, source) for kind, source, target in volumes_of(broker)}
+    assert mounts["/mosquitto/config/mosquitto.conf"] == (
+        "bind",
+        "./deploy/mosquitto/mosquitto.conf",
+    )
+    persistence = mosquitto_conf(DEPLOY_MOSQUITTO_CONF)["persistence_location"][0]
+    assert mounts[persistence.rstrip("/")][0] == "volume", "persistence on the named volume"
+    assert [container for _, _, container in published(broker)] == [1883]
+    health = healthcheck_argv(broker)
+    assert health[health.index("-p") + 1] == "1883"
+    for name, service in gridwatch_services(data).items():
+        url = urlsplit(environment(service)["GW_MQTT_URL"])
+        assert (url.scheme, url.hostname, url.port) == ("mqtt", "mosquitto", 1883), name
+
+
+def test_gridwatch_urls_name_the_services() -> None:
+    data = services()
+    influxdb, postgres = environment(data["influxdb"]), environment(data["postgres"])
+    assert "INFLUXDB_HTTP_BIND_ADDRESS" not in influxdb, "the image's default :8086 is used"
+    assert "8086" in " ".join(healthcheck_argv(data["influxdb"]))
+    for name, service in gridwatch_services(data).items():
+        env = environment(service)
+        influx = urlsplit(env["GW_INFLUX_URL"])
+        assert (influx.scheme, influx.hostname, influx.port) == ("http", "influxdb", 8086), name
+        assert env["GW_INFLUX_DB"] == influxdb["INFLUXDB_DB"], name
+        sql = make_url(env["GW_DATABASE_URL"])
+        assert (sql.drivername, sql.host, sql.port) == ("postgresql+psycopg", "postgres", 5432)
+        assert (sql.username, sql.database) == (postgres["POSTGRES_USER"], postgres["POSTGRES_DB"])
+        assert sql.password is None, "the password comes from PGPASSWORD, not the URL"
+        assert env["PGPASSWORD"] == postgres["POSTGRES_PASSWORD"], name
+
+
+def test_only_init_uses_the_influxdb_admin_account() -> None:
+    data = services()
+    influxdb = environment(data["influxdb"])
+    assert influxdb["INFLUXDB_HTTP_AUTH_ENABLED"] == "true"
+    for name, service in gridwatch_services(data).items():
+        env = environment(service)
+        user, password = (
+            ("INFLUXDB_ADMIN_USER", "INFLUXDB_ADMIN_PASSWORD")
+            if name == "init"
+            else ("INFLUXDB_USER", "INFLUXDB_USER_PASSWORD")
+        )
+        assert env["GW_INFLUX_USER"] == influxdb[user], name
+        assert env["GW_INFLUX_PASSWORD"] == influxdb[password], name
+    assert "GW_INFLUX_RETENTION" in environment(data["init"])
+
+
+def test_simulate_imports_the_shipped_demo_community_and_simulates_it() -> None:
+    simulate = services()["simulate"]
+    assert simulate["profiles"] == ["simulate"]
+    assert depends_on(simulate)["ingest"]["condition"] == "service_healthy"
+    script = shell_script(simulate)
+    assert script is not None
+    assert script.strip().splitlines()[-1].startswith("exec gridwatch simulate "), (
+        "exec: so that SIGTERM reaches gridwatch, not the shell"
+    )
+    (locate, wait) = python_snippets(script)
+    found = subprocess.run(
+        [sys.executable, "-c", locate], capture_output=True, text=True, check=True
+    )
+    demo_file = Path(found.stdout.strip())
+    assert demo_file.is_file()
+    assert "*.yaml" in PYPROJECT["tool"]["setuptools"]["package-data"]["*"], "installed with it"
+    compile(wait, "<simulate>", "exec")
+    assert "registry_refresh_s" in wait, "waits until ingest has reloaded the registry"
+    community = yaml.safe_load(demo_file.read_text(encoding="utf-8"))["community"]["id"]
+    invocations = gridwatch_invocations(simulate)
+    assert [argv[:2] for argv in invocations[:1]] == [["registry", "import"]]
+    assert [argv[0] for argv in invocations] == ["registry", "simulate"]
+    assert check_invocation(invocations[0])["file"] == demo_file
+    assert check_invocation(invocations[1])["community"] == [community]
+
+
+# --- static tests: the broker's config ----------------------------------------------
+
+
+def test_deploy_broker_keeps_the_local_brokers_durability_settings() -> None:
+    deploy, stack = mosquitto_conf(DEPLOY_MOSQUITTO_CONF), mosquitto_conf(STACK_MOSQUITTO_CONF)
+    for key in DURABILITY_KEYS:
+        assert key in stack, f"stack/conf/mosquitto.conf no longer sets {key}: update this test"
+        assert deploy.get(key) == stack[key], f"{key}: deploy {deploy.get(key)} vs {stack[key]}"
+    assert deploy["persistence"] == ["true"]
+    # The reasoning behind the queue sizes travels with them.
+    stack_lines = STACK_MOSQUITTO_CONF.read_text(encoding="utf-8").splitlines()
+    start = stack_lines.index("max_inflight_messages " + stack["max_inflight_messages"][0])
+    comment = []
+    for line in reversed(stack_lines[:start]):
+        if not line.startswith("#"):
+            break
+        comment.append(line)
+    assert len(comment) > 3
+    deploy_lines = set(DEPLOY_MOSQUITTO_CONF.read_text(encoding="utf-8").splitlines())
+    missing = [line for line in comment if line not in deploy_lines]
+    assert not missing, f"the backlog comment changed in stack/conf: {missing}"
+
+
+def test_deploy_broker_is_anonymous_for_now_and_says_so() -> None:
+    conf = mosquitto_conf(DEPLOY_MOSQUITTO_CONF)
+    assert conf["allow_anonymous"] == ["true"]
+    text = DEPLOY_MOSQUITTO_CONF.read_text(encoding="utf-8")
+    assert "broker-security issue" in text
+    assert conf["log_dest"] == ["stdout"]
+
+
+# --- static tests: the image ---------------------------------------------------------
+
+
+def test_dockerfile_builds_a_non_root_gridwatch_image_on_the_supported_python() -> None:
+    instructions = dockerfile_instructions()
+    args = dict(
+        arguments.partition("=")[::2] for keyword, arguments in instructions if keyword == "ARG"
+    )
+    bases = [
+        re.sub(r"\$\{(\w+)\}", lambda m: args[m[1]], arguments.split()[0])
+        for keyword, arguments in instructions
+        if keyword == "FROM"
+    ]
+    assert len(bases) >= 1
+    for base in bases:
+        version = re.fullmatch(r"python:(\d+\.\d+)-slim(?:-\w+)?", base)
+        assert version, f"base image {base} is not python:X.Y-slim"
+        assert SpecifierSet(PYPROJECT["project"]["requires-python"]).contains(version[1] + ".0")
+    final = instructions[max(i for i, (k, _) in enumerate(instructions) if k == "FROM") :]
+    entrypoint = [a for k, a in final if k == "ENTRYPOINT"]
+    assert entrypoint == ['["gridwatch"]'], "exec form, the console script"
+    assert "gridwatch" in PYPROJECT["project"]["scripts"]
+    users = [a for k, a in final if k == "USER"]
+    assert users, "the runtime stage must switch to an unprivileged user"
+    assert users[-1].split(":")[0] not in {"root", "0"}
+    assert not [k for k, _ in instructions if k == "HEALTHCHECK"], "per service, in compose"
+    installs = [a for k, a in instructions if k == "RUN" and "pip install" in a]
+    assert installs
+    for command in installs:
+        assert not re.search(r"(^|\s)(-e|--editable)(\s|$)", command), "non-editable"
+        assert "[dev]" not in command, "no dev dependencies in the image"
+    assert any(re.search(r"pip install .*--constraint \S+ \.(\s|$)", c) for c in installs)
+
+
+def test_dockerfile_copies_only_what_the_context_holds() -> None:
+    for keyword, arguments in dockerfile_instructions():
+        if keyword != "COPY" or "--from=" in arguments:
+            continue
+        *sources, _ = shlex.split(arguments)
+        for source in sources:
+            if source == ".":
+                continue
+            assert (ROOT / source).exists(), f"COPY {source}: no such file"
+            assert not ignored(source), f"COPY {source}: .dockerignore leaves it out"
+
+
+def test_constraints_lock_exactly_pyprojects_pins() -> None:
+    locked = {}
+    for line in CONSTRAINTS.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            requirement = Requirement(line)
+            [spec] = requirement.specifier
+            assert spec.operator == "==", f"constraints.txt: {line} is not pinned"
+            locked[canonicalize_name(requirement.name)] = spec.version
+    for dependency in PYPROJECT["project"]["dependencies"]:
+        requirement = Requirement(dependency)
+        [spec] = requirement.specifier
+        name = canonicalize_name(requirement.name)
+        assert locked.get(name) == spec.version, (
+            f"pyproject.toml pins {dependency}, deploy/constraints.txt has {locked.get(name)}: "
+            "run `sh deploy/lock-constraints.sh`"
+        )
+    assert "gridwatch" not in locked
+    for dependency in PYPROJECT["project"]["optional-dependencies"]["dev"]:
+        name = canonicalize_name(Requirement(dependency).name)
+        assert name not in locked, f"dev dependency {name} in the image's lock"
+
+
+def test_dockerignore_keeps_secrets_and_state_out_and_the_package_in() -> None:
+    for path in (
+        ".env",
+        ".env.local",
+        ".venv/bin/python",
+        ".git/HEAD",
+        ".gridwatch/gridwatch.db",
+        "gridwatch.egg-info/PKG-INFO",
+        "registry/__pycache__/db.cpython-311.pyc",
+        "tests/test_compose.py",
+        "deploy/README.md",
+        "docker-compose.yml",
+    ):
+        assert ignored(path), f"{path} must stay out of the build context"
+    needed = ["pyproject.toml", "README.md", "deploy/constraints.txt"]
+    for pattern in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]:
+        package = pattern.rstrip("*")
+        files = [
+            p for p in (ROOT / package).rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        ]
+        assert (ROOT / package / "__init__.py") in files, package
+        needed += [p.relative_to(ROOT).as_posix() for p in files]
+    left_out = [path for path in needed if ignored(path)]
+    assert not left_out, f".dockerignore leaves out what `pip install .` needs: {left_out}"
+
+
+# --- static tests: deploy/README.md -------------------------------------------------
+
+
+class _ComposeOverrideLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus compose's ``!reset`` and ``!override`` merge tags."""
+
+
+def _construct_tagged(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_scalar(node)  # type: ignore[arg-type]
+
+
+_ComposeOverrideLoader.add_constructor("!reset", _construct_tagged)
+_ComposeOverrideLoader.add_constructor("!override", _construct_tagged)
+
+
+def test_readme_compose_snippets_name_real_services() -> None:
+    text = DEPLOY_README.read_text(encoding="utf-8")
+    snippets = re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
+    assert snippets, "deploy/README.md shows its override file"
+    names = set(services())
+    fields = set(Settings.model_fields)
+    for snippet in snippets:
+        data = yaml.load(snippet, Loader=_ComposeOverrideLoader)  # noqa: S506 -- SafeLoader
+        for name, service in data.get("services", {}).items():
+            assert name in names, f"deploy/README.md: no service {name}"
+            for key in environment(service or {}):
+                if key.startswith("GW_"):
+                    assert key[3:].lower() in fields, key
+            for target in depends_on(service or {}):
+                assert target in names, f"deploy/README.md: {name} depends on {target}"
+
+
+# --- the rehearsal --------------------------------------------------------------------
+
+
+class DeployMosquitto(Mosquitto):
+    """mosquitto run from deploy/mosquitto/mosquitto.conf, only its port and paths local."""
+
+    def _configure(self) -> None:
+        text = DEPLOY_MOSQUITTO_CONF.read_text(encoding="utf-8")
+        local, listeners = re.subn(
+            r"^listener 1883$", f"listener {self.port} 127.0.0.1", text, flags=re.M
+        )
+        local, locations = re.subn(
+            r"^persistence_location /mosquitto/data/$",
+            f"persistence_location {self.state_dir}/",
+            local,
+            flags=re.M,
+        )
+        assert (listeners, locations) == (1, 1), "the deploy config changed: adapt the rehearsal"
+        self.config_path.write_text(local, encoding="utf-8")
+        self.config_path.chmod(0o644)
+
+
+class AuthInfluxd(Influxd):
+    """influxd with authentication on, as INFLUXDB_HTTP_AUTH_ENABLED makes the image's."""
+
+    def _configure(self) -> None:
+        super()._configure()
+        text = self.config_path.read_text(encoding="utf-8")
+        assert "\n[http]\n" in text
+        self.config_path.write_text(
+            text.replace("\n[http]\n", "\n[http]\n  auth-enabled = true\n"), encoding="utf-8"
+        )
+
+
+def bootstrap_influxdb(url: str, env: Mapping[str, str]) -> None:
+    """What the influxdb:1.8 image does on its first start, from its environment."""
+    database, admin, admin_password = (
+        env["INFLUXDB_DB"],
+        env["INFLUXDB_ADMIN_USER"],
+        env["INFLUXDB_ADMIN_PASSWORD"],
+    )
+    user, password = env["INFLUXDB_USER"], env["INFLUXDB_USER_PASSWORD"]
+    with InfluxClient(url, database) as anonymous:  # the first user needs no login
+        anonymous.query(
+            f"CREATE USER {quote_ident(admin)} WITH PASSWORD {quote_literal(admin_password)} "
+            "WITH ALL PRIVILEGES"
+        )
+    with InfluxClient(url, database, username=admin, password=admin_password) as client:
+        client.query(f"CREATE DATABASE {quote_ident(database)}")
+        client.query(f"CREATE USER {quote_ident(user)} WITH PASSWORD {quote_literal(password)}")
+        client.query(f"GRANT ALL ON {quote_ident(database)} TO {quote_ident(user)}")
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float, logs: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            tails = [
+                f"--- {p.name}\n" + p.read_text(errors="replace")[-3000:]
+                for p in logs.glob("*.log")
+            ]
+            pytest.fail(f"{what}: not within {timeout} s\n" + "\n".join(tails))
+        time.sleep(0.5)
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    total = 0.0
+    for line in lines:
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.mark.integration
+def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgres) -> None:
+    bindir = Path(sys.executable).parent
+    assert (bindir / "gridwatch").exists(), "run the suite with the project's virtualenv"
+    # Not server_dir: the servers' system accounts must reach their state directories.
+    server_dir = stack_root / f"compose-{uuid.uuid4().hex[:8]}"
+    logs = server_dir / "services"
+    logs.mkdir(parents=True)
+
+    with ExitStack() as stack:
+        broker = stack.enter_context(DeployMosquitto(server_dir / "mosquitto"))
+        influxd = stack.enter_context(AuthInfluxd(server_dir / "influxd"))
+        sql = make_url(postgres.create_database(f"compose_{uuid.uuid4().hex[:8]}"))
+        env_file = operator_env() | {
+            "POSTGRES_USER": str(sql.username),
+            "POSTGRES_PASSWORD": str(sql.password),
+            "POSTGRES_DB": str(sql.database),
+        }
+        data = services(compose(env_file))
+        bootstrap_influxdb(influxd.url, environment(data["influxdb"]))
+        local_address = {
+            "mosquitto:1883": f"127.0.0.1:{broker.port}",
+            "influxdb:8086": f"127.0.0.1:{influxd.port}",
+            "postgres:5432": f"127.0.0.1:{sql.port}",
+        }
+        metrics_port, api_port = free_port(), free_port()
+
+        def env_of(name: str) -> dict[str, str]:
+            """The service's compose environment, host names mapped to the local servers."""
+            env = environment(data[name])
+            for key in ("GW_MQTT_URL", "GW_INFLUX_URL", "GW_DATABASE_URL"):
+                for address, local in local_address.items():
+                    env[key] = env[key].replace(f"@{address}/", f"@{local}/")
+                    env[key] = env[key].replace(f"//{address}", f"//{local}")
+                assert "127.0.0.1" in env[key], f"{name}: {key}={env[key]} names no service"
+            overrides = {
+                "GW_API_HOST": "127.0.0.1",
+                "GW_API_PORT": str(api_port),
+                "GW_INGEST_METRICS_PORT": str(metrics_port),
+            }
+            env |= {k: v for k, v in overrides.items() if k in env}
+            return env | {
+                "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+                "HOME": str(server_dir),
+                "PYTHONUNBUFFERED": "1",
+                "GW_STATE_DIR": str(server_dir / "state"),
+                # So that the rehearsal does not wait 30 s for ingest's registry reload.
+                "GW_REGISTRY_REFRESH_S": "2",
+            }
+
+        def argv_of(name: str) -> list[str]:
+            service = data[name]
+            entrypoint = as_argv(service.get("entrypoint")) or ["gridwatch"]
+            return entrypoint + as_argv(service.get("command"))
+
+        def healthy(name: str) -> Callable[[], bool]:
+            """The service's own health check, run as docker would (port mapped)."""
+            argv = healthcheck_argv(data[name])
+            if name == "mosquitto":
+                argv[argv.index("-p") + 1] = str(broker.port)
+            env = env_of(name) if is_gridwatch(data[name]) else dict(os.environ)
+
+            def check() -> bool:
+                done = subprocess.run(argv, env=env, capture_output=True, timeout=20, check=False)
+                return done.returncode == 0
+
+            return check
+
+        processes: dict[str, subprocess.Popen[bytes]] = {}
+
+        def start(name: str) -> None:
+            log = stack.enter_context((logs / f"{name}.log").open("wb"))
+            processes[name] = subprocess.Popen(
+                argv_of(name), env=env_of(name), stdout=log, stderr=subprocess.STDOUT
+            )
+
+        def stop_all() -> None:
+            for process in processes.values():
+                if process.poll() is None:
+                    process.kill()
+                process.wait()
+
+        stack.callback(stop_all)
+
+        assert healthy("mosquitto")(), "the broker's health check fails"
+        init_output = ""
+        for attempt in range(2):  # compose runs init again on every `up`
+            done = subprocess.run(
+                argv_of("init"), env=env_of("init"), capture_output=True, text=True, timeout=120
+            )
+            init_output += done.stdout + done.stderr
+            assert done.returncode == 0, f"init, run {attempt + 1}:\n{init_output}"
+
+        start("ingest")
+        wait_for("ingest healthy", healthy("ingest"), 60, logs)
+        start("api")
+        wait_for("api healthy", healthy("api"), 60, logs)
+
+        start("simulate")
+        ingest_env = env_of("ingest")
+        with InfluxClient(
+            ingest_env["GW_INFLUX_URL"],
+            ingest_env["GW_INFLUX_DB"],
+            username=ingest_env["GW_INFLUX_USER"],
+            password=ingest_env["GW_INFLUX_PASSWORD"],
+        ) as reader:
+            wait_for(
+                "simulated points in InfluxDB",
+                lambda: metric(metrics_port, "gridwatch_ingest_written_total") >= 1000,
+                120,
+                logs,
+            )
+            assert reader.query("SHOW MEASUREMENTS"), (
+                "the services' account reads what ingest wrote"
+            )
+        assert metric(metrics_port, "gridwatch_ingest_rejected_total", reason="unknown_device") == 0
+
+        for name in ("simulate", "api", "ingest"):  # producers first, as compose down would
+            processes[name].send_signal(signal.SIGTERM)
+            status = processes[name].wait(timeout=60)
+            # uvicorn shuts down, then re-raises the signal: docker sees 143, as for SIGTERM.
+            clean = (0, -signal.SIGTERM) if name == "api" else (0,)
+            assert status in clean, f"{name} did not stop cleanly: {status}"
+        api_log = (logs / "api.log").read_text(encoding="utf-8")
+        assert "Application shutdown complete." in api_log
+
+    output = "".join(p.read_text(encoding="utf-8") for p in logs.glob("*.log")) + init_output
+    for name, value in env_file.items():
+        if SECRET.search(name):
+            assert value not in output, f"{name}'s value appears in a service's output"
