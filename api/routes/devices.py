@@ -6,13 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel
-from registry.records import get_device
 
 from api.deps import SessionDep, StateDep
 from devices import KINDS
 from devices.contract import DeviceRecord
 from devices.points import STATUS_MEASUREMENT
 from influx.client import InfluxClient, InfluxError, quote_ident, quote_literal
+from registry.records import get_device
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
