@@ -883,6 +883,7 @@ def bootstrap_influxdb(url: str, env: Mapping[str, str]) -> None:
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float, logs: Path) -> None:
+    """Poll ``check`` until true; fail with the services' log tails after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
@@ -895,6 +896,7 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float, logs: Path) -
 
 
 def metric(port: int, name: str, **labels: str) -> float:
+    """The sum of ingest's samples ``name`` with ``labels``, from its /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         lines = response.read().decode().splitlines()
     total = 0.0
@@ -908,7 +910,7 @@ def metric(port: int, name: str, **labels: str) -> float:
 def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgres) -> None:
     bindir = Path(sys.executable).parent
     assert (bindir / "gridwatch").exists(), "run the suite with the project's virtualenv"
-    # Not server_dir: the servers' system accounts must reach their state directories.
+    # Under stack_root: the servers' system accounts must reach their state directories.
     server_dir = stack_root / f"compose-{uuid.uuid4().hex[:8]}"
     logs = server_dir / "services"
     logs.mkdir(parents=True)
