@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client import start_http_server
+from sqlalchemy import make_url
 
 from broker.connection import BrokerAddress
 from devices.contract import DeviceRecord
@@ -41,7 +42,8 @@ def init_storage(settings: Settings) -> None:
     migrate(settings.sql_url)
     with influx_client(settings) as influx:
         influx.ensure_database(settings.influx_retention)
-    log.info("storage ready: %s, %s/%s", settings.sql_url, settings.influx_url, settings.influx_db)
+    sql = make_url(settings.sql_url).render_as_string(hide_password=True)
+    log.info("storage ready: %s, %s/%s", sql, settings.influx_url, settings.influx_db)
 
 
 def import_community(settings: Settings, path: Path) -> ImportSummary:
@@ -89,7 +91,9 @@ def run_ingest(settings: Settings, stop: threading.Event) -> None:
         log.info("ingest: %s -> %s/%s", settings.mqtt_url, settings.influx_url, settings.influx_db)
         if settings.ingest_metrics_port:
             start_http_server(
-                settings.ingest_metrics_port, addr="127.0.0.1", registry=ingestor.metrics.registry
+                settings.ingest_metrics_port,
+                addr=settings.ingest_metrics_host,
+                registry=ingestor.metrics.registry,
             )
         ingestor.start()
         stop.wait()

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     ingest_batch_size: int = Field(5000, ge=1, le=100_000)
     ingest_flush_ms: int = Field(200, ge=1, le=60_000)
     ingest_inflight: int = Field(20_000, ge=1, le=65_535, description="MQTT receive maximum")
+    ingest_metrics_host: str = Field("127.0.0.1", description="where /metrics listens")
     ingest_metrics_port: int = Field(18001, ge=0, le=65535, description="Prometheus; 0 = off")
     registry_refresh_s: float = Field(30.0, gt=0, description="how often ingest reloads devices")
 

@@ -58,7 +58,7 @@ class Series:
         return [dict(zip(self.columns, row, strict=True)) for row in self.values]
 
 
-_IDENT_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RETENTION_POLICY = "gridwatch"
 
 
 def quote_ident(name: str) -> str:
@@ -178,12 +178,12 @@ class InfluxClient:
         db = quote_ident(self.database)
         self.query(f"CREATE DATABASE {db}")
         spec = f"ON {db} DURATION {_duration(retention)} REPLICATION 1 DEFAULT"
-        try:
-            self.query(f'CREATE RETENTION POLICY "gridwatch" {spec}')
-        except InfluxRejected as exc:  # it exists with another duration: change it
-            if "already exists" not in exc.message:
-                raise
-            self.query(f'ALTER RETENTION POLICY "gridwatch" {spec}')
+        # 1.6 answers CREATE for an existing policy with success and keeps the old
+        # duration, so look first and ALTER what exists.
+        policies = self.query(f"SHOW RETENTION POLICIES ON {db}")
+        names = {row[0] for s in policies for row in s.values}
+        verb = "ALTER" if RETENTION_POLICY in names else "CREATE"
+        self.query(f"{verb} RETENTION POLICY {quote_ident(RETENTION_POLICY)} {spec}")
 
 
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w)$|^INF$")

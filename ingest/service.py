@@ -47,6 +47,9 @@ class IngestConfig:
     flush_ms: int = 200
     inflight: int = 20_000
     registry_refresh_s: float = 30.0
+    # An unknown device may just have been registered: look again, but at most this
+    # often, so a flood from unregistered ids cannot become a flood of registry queries.
+    unknown_device_reload_s: float = 5.0
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -149,13 +152,13 @@ class Ingestor:
             log.warning("disconnected from broker (%s); reconnecting", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        outcome = decode_message(
-            message.topic,
-            bytes(message.payload),
-            devices=self._current_devices(),
-            now_ms=self.clock.now_ms(),
-            limits=self.config.limits,
-        )
+        outcome = self._decode(message)
+        if (
+            isinstance(outcome, Rejected)
+            and outcome.reason is Reason.UNKNOWN_DEVICE
+            and self._reload_devices(min_age_s=self.config.unknown_device_reload_s)
+        ):
+            outcome = self._decode(message)  # it may have been registered since the last load
         self._count(outcome, message.topic)
         with self._wake:
             self._queue.append(_Pending(message.mid, message.qos, outcome))
@@ -163,14 +166,27 @@ class Ingestor:
             if len(self._queue) >= self.config.batch_size:
                 self._wake.notify()
 
-    def _current_devices(self) -> Mapping[str, DeviceRecord]:
-        if time.monotonic() - self._devices_loaded_at > self.config.registry_refresh_s:
-            self._devices_loaded_at = time.monotonic()
-            try:
-                self._devices = self._load_devices()
-            except Exception:  # a registry hiccup must not stop ingest: keep the last list
-                log.exception("reloading the device registry failed; keeping the previous list")
-        return self._devices
+    def _decode(self, message: mqtt.MQTTMessage) -> Outcome:
+        self._reload_devices(min_age_s=self.config.registry_refresh_s)
+        return decode_message(
+            message.topic,
+            bytes(message.payload),
+            devices=self._devices,
+            now_ms=self.clock.now_ms(),
+            limits=self.config.limits,
+        )
+
+    def _reload_devices(self, min_age_s: float) -> bool:
+        """Reload the registry if the list is older than ``min_age_s``; True if reloaded."""
+        if time.monotonic() - self._devices_loaded_at < min_age_s:
+            return False
+        self._devices_loaded_at = time.monotonic()
+        try:
+            self._devices = self._load_devices()
+        except Exception:  # a registry hiccup must not stop ingest: keep the last list
+            log.exception("reloading the device registry failed; keeping the previous list")
+            return False
+        return True
 
     def _count(self, outcome: Outcome, topic: str) -> None:
         if isinstance(outcome, Ignored):

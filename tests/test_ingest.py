@@ -1,0 +1,77 @@
+"""The ingestor against real Mosquitto and influxd: registry reloads, InfluxDB set-up."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from broker.connection import BrokerAddress
+from devices.contract import DeviceRecord
+from gridwatch.clock import WallClock
+from influx.client import InfluxClient
+from ingest.service import IngestConfig, Ingestor
+from stack.servers import Mosquitto
+from tests.contract_helpers import record
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def publisher(mosquitto: Mosquitto) -> Iterator[mqtt.Client]:
+    address = BrokerAddress.from_url(mosquitto.url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.connect(address.host, address.port)
+    client.loop_start()
+    yield client
+    client.disconnect()
+    client.loop_stop()
+
+
+def _wait(condition: object, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_device_registered_after_start_is_accepted(
+    mosquitto: Mosquitto, influx_db: InfluxClient, publisher: mqtt.Client
+) -> None:
+    registered: dict[str, DeviceRecord] = {}
+    config = IngestConfig(
+        broker=BrokerAddress.from_url(mosquitto.url),
+        client_id=f"ingest-{influx_db.database}",
+        registry_refresh_s=3600,
+        unknown_device_reload_s=0,
+    )
+    ingestor = Ingestor(config, influx_db, lambda: dict(registered), WallClock())
+    ingestor.start()
+    try:
+        assert ingestor.subscribed.wait(10)
+        door = record("door", f"late-{influx_db.database}")
+        registered[door.device_id] = door
+        body = {"ts": WallClock().now_ms(), "seq": 1, "locked": True, "open": False}
+        payload = json.dumps({**body, "rssi_dbm": -60, "temp_c": 20.0})
+        publisher.publish(f"sc/zjxc/door/{door.device_id}/telemetry", payload, qos=1)
+        _wait(lambda: ingestor.metrics.value("gridwatch_ingest_written_total", kind="door") == 1)
+    finally:
+        ingestor.stop()
+    assert (
+        ingestor.metrics.value(
+            "gridwatch_ingest_rejected_total", reason="unknown_device", kind="door"
+        )
+        == 0
+    )
+
+
+def test_retention_policy_is_created_then_altered(influx_db: InfluxClient) -> None:
+    influx_db.ensure_database("30d")
+    influx_db.ensure_database("30d")
+    rows = influx_db.query(f'SHOW RETENTION POLICIES ON "{influx_db.database}"')[0].records()
+    policy = next(r for r in rows if r["name"] == "gridwatch")
+    assert policy["duration"] == "720h0m0s" and policy["default"] is True
