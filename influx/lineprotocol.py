@@ -11,8 +11,10 @@ of producing a line that would corrupt the batch around it.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 FieldValue = bool | int | float | str
 
@@ -23,6 +25,10 @@ _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
 _KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _STRING_ESCAPES = str.maketrans({'"': r"\"", "\\": r"\\"})
 _LINE_BREAKS = ("\n", "\r")
+# Most names and tag values are plain ids: one regex test lets them skip escaping.
+_KEY_SPECIALS = re.compile(r"[,= \\\r\n]")
+_MEASUREMENT_SPECIALS = re.compile(r"[, \\\r\n]")
+_STRING_SPECIALS = re.compile(r'["\\]')
 
 
 class UnencodableError(ValueError):
@@ -50,21 +56,31 @@ def _check_name(kind: str, value: str) -> None:
 
 def escape_measurement(name: str) -> str:
     """Escape a measurement name."""
+    if name.startswith("#"):  # the line would be a comment, and the point silently gone
+        raise UnencodableError(f"measurement starts with '#': {name!r}")
+    if name and _MEASUREMENT_SPECIALS.search(name) is None:
+        return name
     _check_name("measurement", name)
     return name.translate(_MEASUREMENT_ESCAPES)
 
 
 def escape_key(key: str, kind: str = "key") -> str:
     """Escape a tag key, tag value or field key."""
+    if key and _KEY_SPECIALS.search(key) is None:
+        return key
     _check_name(kind, key)
     return key.translate(_KEY_ESCAPES)
 
 
 def encode_tags(tags: Mapping[str, str]) -> str:
     """The ``,k=v,k=v`` tag segment, keys sorted as InfluxDB prefers."""
-    return "".join(
-        f",{escape_key(k, 'tag key')}={escape_key(v, 'tag value')}" for k, v in sorted(tags.items())
-    )
+    return _encode_sorted_tags(tuple(sorted(tags.items())))
+
+
+# A device's tag set recurs in every point it sends: encode each set once.
+@lru_cache(maxsize=1 << 17)
+def _encode_sorted_tags(items: tuple[tuple[str, str], ...]) -> str:
+    return "".join(f",{escape_key(k, 'tag key')}={escape_key(v, 'tag value')}" for k, v in items)
 
 
 def encode_field_value(value: FieldValue) -> str:
@@ -80,6 +96,8 @@ def encode_field_value(value: FieldValue) -> str:
             raise UnencodableError(f"non-finite float: {value}")
         return repr(value)
     if isinstance(value, str):
+        if _STRING_SPECIALS.search(value) is None:
+            return f'"{value}"'
         return f'"{value.translate(_STRING_ESCAPES)}"'
     raise UnencodableError(f"unsupported field type {type(value).__name__}")
 

@@ -38,6 +38,11 @@ class IngestMetrics:
         self.backlog = Gauge(
             "gridwatch_ingest_backlog", "messages held in memory, not yet acknowledged", registry=r
         )
+        self.oldest_unacked = Gauge(
+            "gridwatch_ingest_oldest_unacked_seconds",
+            "age of the oldest message received but not yet acknowledged",
+            registry=r,
+        )
         self.influx_up = Gauge(
             "gridwatch_ingest_influx_up", "1 if the last write succeeded", registry=r
         )

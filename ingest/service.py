@@ -63,6 +63,7 @@ class _Pending:
     mid: int
     qos: int
     outcome: Outcome
+    received: float  # time.monotonic() at arrival
 
 
 class Ingestor:
@@ -84,10 +85,14 @@ class Ingestor:
         self._devices: Mapping[str, DeviceRecord] = load_devices()
         self._devices_loaded_at = time.monotonic()
         self._queue: deque[_Pending] = deque()
+        self._writing: list[_Pending] = []  # taken by the writer, not yet acknowledged
         self._wake = threading.Condition()
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         self.subscribed = threading.Event()
+        # Computed when scraped: nothing on the per-message path.
+        self.metrics.backlog.set_function(lambda: len(self._queue) + len(self._writing))
+        self.metrics.oldest_unacked.set_function(self._oldest_unacked_s)
         self._client = make_client(config.broker, config.client_id, v5=True, manual_ack=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -161,8 +166,7 @@ class Ingestor:
             outcome = self._decode(message)  # it may have been registered since the last load
         self._count(outcome, message.topic)
         with self._wake:
-            self._queue.append(_Pending(message.mid, message.qos, outcome))
-            self.metrics.backlog.set(len(self._queue))
+            self._queue.append(_Pending(message.mid, message.qos, outcome, time.monotonic()))
             if len(self._queue) >= self.config.batch_size:
                 self._wake.notify()
 
@@ -220,7 +224,8 @@ class Ingestor:
                     break
                 self._wake.wait(remaining)
             n = min(len(self._queue), self.config.batch_size)
-            return [self._queue.popleft() for _ in range(n)]
+            self._writing = [self._queue.popleft() for _ in range(n)]
+            return self._writing
 
     def _write_loop(self) -> None:
         while True:
@@ -256,8 +261,14 @@ class Ingestor:
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         for pending in batch:
             self._client.ack(pending.mid, pending.qos)
+        self._writing = []
+
+    def _oldest_unacked_s(self) -> float:
         with self._wake:
-            self.metrics.backlog.set(len(self._queue))
+            oldest = (
+                self._writing[0] if self._writing else (self._queue[0] if self._queue else None)
+            )
+        return time.monotonic() - oldest.received if oldest is not None else 0.0
 
     def _write(self, accepted: list[Accepted]) -> None:
         """Write points; split on 413, and isolate points InfluxDB refuses so the rest is kept."""

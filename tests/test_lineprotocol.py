@@ -62,7 +62,7 @@ def test_points_round_trip_through_influxd(
     fields: dict[str, object],
 ) -> None:
     fields = {k: v for k, v in fields.items() if k not in tags}
-    if not fields:
+    if not fields or measurement.startswith("#"):  # '#' makes a comment: refused, tested below
         return
     # A unique measurement per example: a field's type is fixed per shard once written.
     name = f"{measurement}_{next(_unique)}"
@@ -84,6 +84,11 @@ def test_points_round_trip_through_influxd(
 def test_unrepresentable_names_are_refused_not_mangled(bad: str) -> None:
     with pytest.raises(UnencodableError):
         encode_point(Point("m", {"t": bad}, {"f": 1}, 1))
+
+
+def test_a_measurement_that_would_read_as_a_comment_is_refused() -> None:
+    with pytest.raises(UnencodableError):
+        encode_point(Point("#m", {}, {"f": 1}, 1))
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, 2**63, -(2**63) - 1])
