@@ -103,6 +103,11 @@ class InfluxClient:
         self.database = database
         self._http = httpx.Client(base_url=url.rstrip("/"), auth=auth, timeout=timeout)
 
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return str(self._http.base_url).rstrip("/")
+
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
@@ -138,12 +143,12 @@ class InfluxClient:
             return False
         return True
 
-    def write(self, body: bytes) -> None:
-        """POST a line-protocol body (ms precision) to /write."""
+    def write(self, body: bytes, precision: str = "ms") -> None:
+        """POST a line-protocol body to /write (ms precision unless told otherwise)."""
         self._send(
             "POST",
             "/write",
-            params={"db": self.database, "precision": "ms"},
+            params={"db": self.database, "precision": precision},
             content=body,
             headers={"Content-Type": "text/plain; charset=utf-8"},
         )

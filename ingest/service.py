@@ -25,6 +25,7 @@ from broker.connection import BrokerAddress, make_client, persistent_session_pro
 from devices.contract import DeviceRecord
 from gridwatch.clock import Clock
 from influx.client import BatchTooLarge, InfluxClient, InfluxRejected, InfluxUnavailable
+from ingest.deadletters import ArrivalClock, dead_letter_line
 from ingest.decode import Accepted, Ignored, Limits, Outcome, Reason, Rejected, decode_message
 from ingest.metrics import IngestMetrics
 
@@ -64,6 +65,9 @@ class _Pending:
     qos: int
     outcome: Outcome
     received: float  # time.monotonic() at arrival
+    topic: str
+    arrival_ns: int  # unique: the dead letter's timestamp if it comes to that
+    payload: bytes = b""  # kept only for rejected messages, for their dead letter
 
 
 class Ingestor:
@@ -86,6 +90,8 @@ class Ingestor:
         self._devices_loaded_at = time.monotonic()
         self._queue: deque[_Pending] = deque()
         self._writing: list[_Pending] = []  # taken by the writer, not yet acknowledged
+        self._arrivals = ArrivalClock()
+        self._influx_up: bool | None = None
         self._wake = threading.Condition()
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
@@ -165,8 +171,17 @@ class Ingestor:
         ):
             outcome = self._decode(message)  # it may have been registered since the last load
         self._count(outcome, message.topic)
+        pending = _Pending(
+            message.mid,
+            message.qos,
+            outcome,
+            time.monotonic(),
+            message.topic,
+            self._arrivals.stamp(),
+            bytes(message.payload) if isinstance(outcome, Rejected) else b"",
+        )
         with self._wake:
-            self._queue.append(_Pending(message.mid, message.qos, outcome, time.monotonic()))
+            self._queue.append(pending)
             if len(self._queue) >= self.config.batch_size:
                 self._wake.notify()
 
@@ -198,9 +213,9 @@ class Ingestor:
             return
         self.metrics.received.labels(outcome.kind).inc()
         if isinstance(outcome, Rejected):
-            self._reject(outcome, topic)
+            self._count_rejection(outcome, topic)
 
-    def _reject(self, rejection: Rejected, topic: str) -> None:
+    def _count_rejection(self, rejection: Rejected, topic: str) -> None:
         self.metrics.rejected.labels(rejection.reason.value, rejection.kind).inc()
         seen = self._rejections_seen.get(rejection.reason, 0)
         self._rejections_seen[rejection.reason] = seen + 1
@@ -237,31 +252,74 @@ class Ingestor:
                 return
 
     def _deliver(self, batch: list[_Pending], *, give_up_on_outage: bool) -> None:
-        """Write a batch's accepted points, then acknowledge every message of it in order."""
-        accepted = [p.outcome for p in batch if isinstance(p.outcome, Accepted)]
+        """Store a batch (points, then dead letters), then acknowledge all of it in order."""
         backoff = 0.5
-        while accepted:
+        while True:
             try:
-                self._write(accepted)
-                self.metrics.influx_up.set(1)
+                refused = self._write_points([p for p in batch if isinstance(p.outcome, Accepted)])
+                self._write_dead_letters(batch, refused)
+                self._influx_state(up=True)
                 break
             except InfluxUnavailable as exc:
-                self.metrics.influx_up.set(0)
+                self._influx_state(up=False, why=str(exc))
                 self.metrics.write_retries.inc()
                 if give_up_on_outage:
-                    log.warning(
-                        "InfluxDB unavailable at shutdown; %d messages stay unacknowledged",
-                        len(batch),
-                    )
+                    log.warning("stopping with %d messages unacknowledged", len(batch))
                     return  # not acknowledged: the broker redelivers them to the next run
                 delay = exc.retry_after if exc.retry_after is not None else backoff
-                log.warning("InfluxDB unavailable (%s); retrying in %.1fs", exc, delay)
                 if self._stop.wait(min(delay, MAX_BACKOFF_S)):
                     give_up_on_outage = True
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
+        for pending, rejection in refused:
+            self._count_rejection(rejection, pending.topic)
+        refused_ids = {id(p) for p, _ in refused}
+        written = Counter(
+            p.outcome.kind
+            for p in batch
+            if isinstance(p.outcome, Accepted) and id(p) not in refused_ids
+        )
+        for kind, n in written.items():
+            self.metrics.written.labels(kind).inc(n)
         for pending in batch:
             self._client.ack(pending.mid, pending.qos)
         self._writing = []
+
+    def _influx_state(self, *, up: bool, why: str = "") -> None:
+        """Log InfluxDB going down or coming back once, not at every retry."""
+        if up != self._influx_up:
+            if up and self._influx_up is False:
+                log.info("InfluxDB is back: writing resumes")
+            elif not up:
+                log.warning("InfluxDB unavailable (%s): holding acks, retrying with backoff", why)
+            self._influx_up = up
+        self.metrics.influx_up.set(1 if up else 0)
+
+    def _write_dead_letters(
+        self, batch: list[_Pending], refused: list[tuple[_Pending, Rejected]]
+    ) -> None:
+        lines = [
+            self._dead_letter(p, p.outcome, p.payload)
+            for p in batch
+            if isinstance(p.outcome, Rejected)
+        ]
+        lines += [
+            self._dead_letter(p, r, p.outcome.line.encode())
+            for p, r in refused
+            if isinstance(p.outcome, Accepted)
+        ]
+        if lines:
+            self.influx.write("\n".join(lines).encode(), precision="ns")
+
+    @staticmethod
+    def _dead_letter(pending: _Pending, rejection: Rejected, payload: bytes) -> str:
+        return dead_letter_line(
+            reason=rejection.reason.value,
+            kind=rejection.kind,
+            topic=pending.topic,
+            detail=rejection.detail,
+            payload=payload,
+            arrival_ns=pending.arrival_ns,
+        )
 
     def _oldest_unacked_s(self) -> float:
         with self._wake:
@@ -270,23 +328,26 @@ class Ingestor:
             )
         return time.monotonic() - oldest.received if oldest is not None else 0.0
 
-    def _write(self, accepted: list[Accepted]) -> None:
-        """Write points; split on 413, and isolate points InfluxDB refuses so the rest is kept."""
-        body = "\n".join(a.line for a in accepted).encode()
+    def _write_points(self, pending: list[_Pending]) -> list[tuple[_Pending, Rejected]]:
+        """Write points; split on 413 and 400 until the points InfluxDB refuses are isolated.
+
+        Returns the refused ones (to be dead-lettered); everything else is written.
+        """
+        if not pending:
+            return []
+        accepted = [p.outcome for p in pending if isinstance(p.outcome, Accepted)]
         started = time.perf_counter()
         try:
-            self.influx.write(body)
+            self.influx.write("\n".join(a.line for a in accepted).encode())
         except (BatchTooLarge, InfluxRejected) as exc:
-            if len(accepted) == 1:
-                self._reject(Rejected(Reason.INFLUX_REJECTED, exc.message, accepted[0].kind), "")
-                return
+            if len(pending) == 1:
+                return [
+                    (pending[0], Rejected(Reason.INFLUX_REJECTED, exc.message, accepted[0].kind))
+                ]
             # Writes are idempotent (same series and ts overwrite), so re-sending the
             # halves that InfluxDB had already taken costs time, never duplicates.
-            middle = len(accepted) // 2
-            self._write(accepted[:middle])
-            self._write(accepted[middle:])
-            return
+            middle = len(pending) // 2
+            return self._write_points(pending[:middle]) + self._write_points(pending[middle:])
         self.metrics.write_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(accepted))
-        for kind, n in Counter(a.kind for a in accepted).items():
-            self.metrics.written.labels(kind).inc(n)
+        return []
