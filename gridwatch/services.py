@@ -20,7 +20,7 @@ from ingest.decode import Limits
 from ingest.service import IngestConfig, Ingestor
 from registry.db import make_engine, make_sessionmaker, migrate
 from registry.importer import ImportSummary, import_file
-from registry.records import load_communities, load_devices
+from registry.records import get_device, load_communities, load_devices
 from simulators.engine import Report, Simulation
 from simulators.fleet import Fleet
 
@@ -56,11 +56,21 @@ def import_community(settings: Settings, path: Path) -> ImportSummary:
     return summary
 
 
-def device_index(settings: Settings) -> Mapping[str, DeviceRecord]:
-    """Every registered device by id (what ingest validates against)."""
-    sessions = make_sessionmaker(make_engine(settings.sql_url))
-    with sessions() as session:
-        return {d.device_id: d for d in load_devices(session)}
+class RegistryDevices:
+    """The SQL registry as ingest's ``DeviceSource``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._sessions = make_sessionmaker(make_engine(settings.sql_url))
+
+    def load_all(self) -> Mapping[str, DeviceRecord]:
+        """Every registered device by id."""
+        with self._sessions() as session:
+            return {d.device_id: d for d in load_devices(session)}
+
+    def lookup(self, device_id: str) -> DeviceRecord | None:
+        """One device by id."""
+        with self._sessions() as session:
+            return get_device(session, device_id)
 
 
 def ingest_config(settings: Settings) -> IngestConfig:
@@ -85,9 +95,7 @@ def ingest_config(settings: Settings) -> IngestConfig:
 def run_ingest(settings: Settings, stop: threading.Event) -> None:
     """Run the ingestor until ``stop`` is set."""
     with influx_client(settings) as influx:
-        ingestor = Ingestor(
-            ingest_config(settings), influx, lambda: device_index(settings), WallClock()
-        )
+        ingestor = Ingestor(ingest_config(settings), influx, RegistryDevices(settings), WallClock())
         log.info("ingest: %s -> %s/%s", settings.mqtt_url, settings.influx_url, settings.influx_db)
         if settings.ingest_metrics_port:
             start_http_server(

@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
@@ -22,11 +21,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from broker.connection import BrokerAddress, make_client, persistent_session_properties
-from devices.contract import DeviceRecord
 from gridwatch.clock import Clock
 from influx.client import BatchTooLarge, InfluxClient, InfluxRejected, InfluxUnavailable
 from ingest.deadletters import ArrivalClock, dead_letter_line
 from ingest.decode import Accepted, Ignored, Limits, Outcome, Reason, Rejected, decode_message
+from ingest.directory import DeviceDirectory, DeviceSource
 from ingest.metrics import IngestMetrics
 
 log = logging.getLogger("gridwatch.ingest")
@@ -48,9 +47,6 @@ class IngestConfig:
     flush_ms: int = 200
     inflight: int = 20_000
     registry_refresh_s: float = 30.0
-    # An unknown device may just have been registered: look again, but at most this
-    # often, so a flood from unregistered ids cannot become a flood of registry queries.
-    unknown_device_reload_s: float = 5.0
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -77,7 +73,7 @@ class Ingestor:
         self,
         config: IngestConfig,
         influx: InfluxClient,
-        load_devices: Callable[[], Mapping[str, DeviceRecord]],
+        devices: DeviceSource,
         clock: Clock,
         metrics: IngestMetrics | None = None,
     ) -> None:
@@ -85,9 +81,7 @@ class Ingestor:
         self.influx = influx
         self.clock = clock
         self.metrics = metrics or IngestMetrics()
-        self._load_devices = load_devices
-        self._devices: Mapping[str, DeviceRecord] = load_devices()
-        self._devices_loaded_at = time.monotonic()
+        self.devices = DeviceDirectory(devices, config.registry_refresh_s)
         self._queue: deque[_Pending] = deque()
         self._writing: list[_Pending] = []  # taken by the writer, not yet acknowledged
         self._arrivals = ArrivalClock()
@@ -118,6 +112,7 @@ class Ingestor:
             clean_start=False,
             properties=props,
         )
+        self.devices.start()
         self._client.loop_start()
         self._writer.start()
 
@@ -129,6 +124,7 @@ class Ingestor:
         self._writer.join(timeout)
         self._client.disconnect()
         self._client.loop_stop()
+        self.devices.stop()
 
     # --- network thread -----------------------------------------------------------
 
@@ -163,13 +159,13 @@ class Ingestor:
             log.warning("disconnected from broker (%s); reconnecting", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        outcome = self._decode(message)
-        if (
-            isinstance(outcome, Rejected)
-            and outcome.reason is Reason.UNKNOWN_DEVICE
-            and self._reload_devices(min_age_s=self.config.unknown_device_reload_s)
-        ):
-            outcome = self._decode(message)  # it may have been registered since the last load
+        outcome = decode_message(
+            message.topic,
+            bytes(message.payload),
+            devices=self.devices,
+            now_ms=self.clock.now_ms(),
+            limits=self.config.limits,
+        )
         self._count(outcome, message.topic)
         pending = _Pending(
             message.mid,
@@ -184,28 +180,6 @@ class Ingestor:
             self._queue.append(pending)
             if len(self._queue) >= self.config.batch_size:
                 self._wake.notify()
-
-    def _decode(self, message: mqtt.MQTTMessage) -> Outcome:
-        self._reload_devices(min_age_s=self.config.registry_refresh_s)
-        return decode_message(
-            message.topic,
-            bytes(message.payload),
-            devices=self._devices,
-            now_ms=self.clock.now_ms(),
-            limits=self.config.limits,
-        )
-
-    def _reload_devices(self, min_age_s: float) -> bool:
-        """Reload the registry if the list is older than ``min_age_s``; True if reloaded."""
-        if time.monotonic() - self._devices_loaded_at < min_age_s:
-            return False
-        self._devices_loaded_at = time.monotonic()
-        try:
-            self._devices = self._load_devices()
-        except Exception:  # a registry hiccup must not stop ingest: keep the last list
-            log.exception("reloading the device registry failed; keeping the previous list")
-            return False
-        return True
 
     def _count(self, outcome: Outcome, topic: str) -> None:
         if isinstance(outcome, Ignored):

@@ -25,6 +25,7 @@ from devices.contract import Channel, Community, DeviceRecord
 from gridwatch.clock import SimulatedClock, WallClock
 from influx.client import InfluxClient
 from ingest.decode import Reason
+from ingest.directory import StaticDevices
 from ingest.service import IngestConfig, Ingestor
 from registry.db import make_engine, make_sessionmaker, migrate
 from registry.demo import DEMO_COMMUNITY_FILE
@@ -117,12 +118,12 @@ def _count(influx: InfluxClient, query: str) -> int:
 def _stored(influx: InfluxClient, kind: str, channel: Channel) -> int:
     spec = KINDS[kind]
     if channel is Channel.TELEMETRY:
-        return _count(influx, f'SELECT count("seq") FROM "{spec.measurement}"')  # noqa: S608
+        return _count(influx, f'SELECT count("seq") FROM "{spec.measurement}"')
     if channel is Channel.EVENT:
-        return _count(influx, f'SELECT count("seq") FROM "{spec.measurement_event}"')  # noqa: S608
+        return _count(influx, f'SELECT count("seq") FROM "{spec.measurement_event}"')
     if channel is Channel.STATUS:
-        return _count(influx, f"SELECT count(\"online\") FROM device_status WHERE kind = '{kind}'")  # noqa: S608
-    return _count(influx, f"SELECT count(\"seq\") FROM cmd_ack WHERE kind = '{kind}'")  # noqa: S608
+        return _count(influx, f"SELECT count(\"online\") FROM device_status WHERE kind = '{kind}'")
+    return _count(influx, f"SELECT count(\"seq\") FROM cmd_ack WHERE kind = '{kind}'")
 
 
 def test_demo_community_end_to_end(
@@ -134,7 +135,10 @@ def test_demo_community_end_to_end(
     address = BrokerAddress.from_url(broker.url)
     by_id = {d.device_id: d for d in devices}
     ingestor = Ingestor(
-        IngestConfig(broker=address, client_id="e2e-ingest"), influx_db, lambda: by_id, WallClock()
+        IngestConfig(broker=address, client_id="e2e-ingest"),
+        influx_db,
+        StaticDevices(by_id),
+        WallClock(),
     )
     ingestor.start()
     try:

@@ -14,6 +14,7 @@ from broker.connection import BrokerAddress
 from devices.contract import DeviceRecord
 from gridwatch.clock import WallClock
 from influx.client import InfluxClient
+from ingest.directory import DeviceDirectory, StaticDevices
 from ingest.service import IngestConfig, Ingestor
 from stack.servers import Mosquitto
 from tests.contract_helpers import record
@@ -47,9 +48,8 @@ def test_a_device_registered_after_start_is_accepted(
         broker=BrokerAddress.from_url(mosquitto.url),
         client_id=f"ingest-{influx_db.database}",
         registry_refresh_s=3600,
-        unknown_device_reload_s=0,
     )
-    ingestor = Ingestor(config, influx_db, lambda: dict(registered), WallClock())
+    ingestor = Ingestor(config, influx_db, StaticDevices(registered), WallClock())
     ingestor.start()
     try:
         assert ingestor.subscribed.wait(10)
@@ -75,3 +75,39 @@ def test_retention_policy_is_created_then_altered(influx_db: InfluxClient) -> No
     rows = influx_db.query(f'SHOW RETENTION POLICIES ON "{influx_db.database}"')[0].records()
     policy = next(r for r in rows if r["name"] == "gridwatch")
     assert policy["duration"] == "720h0m0s" and policy["default"] is True
+
+
+class CountingSource(StaticDevices):
+    """A source that counts one-row lookups."""
+
+    def __init__(self, devices: dict[str, DeviceRecord]) -> None:
+        super().__init__(devices)
+        self.lookups = 0
+
+    def lookup(self, device_id: str) -> DeviceRecord | None:
+        self.lookups += 1
+        return super().lookup(device_id)
+
+
+def test_unknown_ids_cost_one_lookup_each_not_one_per_message() -> None:
+    source = CountingSource({})
+    directory = DeviceDirectory(source, refresh_s=3600)
+    for _ in range(1000):
+        assert directory.get("intruder") is None
+    assert source.lookups == 1
+
+
+def test_a_flood_of_distinct_unknown_ids_is_rate_limited() -> None:
+    source = CountingSource({})
+    directory = DeviceDirectory(source, refresh_s=3600)
+    for i in range(10_000):
+        directory.get(f"intruder-{i}")
+    assert source.lookups <= 25  # the bucket's burst, not ten thousand queries
+
+
+def test_a_device_registered_later_is_found_by_lookup() -> None:
+    registered: dict[str, DeviceRecord] = {}
+    directory = DeviceDirectory(StaticDevices(registered), refresh_s=3600)
+    door = record("door", "late-door")
+    registered[door.device_id] = door
+    assert directory.get("late-door") == door
