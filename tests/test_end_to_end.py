@@ -177,6 +177,10 @@ def test_demo_community_end_to_end(
             for k in [*KINDS, "unknown"]
         )
         assert counted == n, reason
+    dead = influx_db.query('SELECT count("size") FROM "dead_letter" GROUP BY "reason"')
+    assert {s.tags["reason"]: s.values[0][1] for s in dead} == {
+        r.value: n for r, n in expected_rejections.items()
+    }
     # Nothing bad was stored and no series appeared for devices that are not registered.
     for kind in KINDS:
         registered = {d.device_id for d in devices if d.kind == kind}
