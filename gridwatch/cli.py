@@ -15,6 +15,8 @@ from gridwatch.settings import get_settings
 app = typer.Typer(help="gridwatch: smart-community IoT monitoring backend.", no_args_is_help=True)
 registry_app = typer.Typer(help="The device registry (SQL).", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
+dashboards_app = typer.Typer(help="The Grafana dashboards.", no_args_is_help=True)
+app.add_typer(dashboards_app, name="dashboards")
 
 log = logging.getLogger("gridwatch")
 
@@ -58,6 +60,22 @@ def registry_import(
     _logging(False)
     summary = import_community(get_settings(), file)
     typer.echo(f"imported {file}: {summary}")
+
+
+@dashboards_app.command("push")
+def dashboards_push(
+    datasource_uid: Annotated[
+        str, typer.Option(help="uid of that Grafana's InfluxDB data source")
+    ] = "gridwatch-influxdb",
+) -> None:
+    """Upload the dashboards to the Grafana at GW_GRAFANA_URL (token: GW_GRAFANA_TOKEN)."""
+    from dashboards.push import push
+
+    settings = get_settings()
+    if not settings.grafana_url:
+        raise typer.BadParameter("set GW_GRAFANA_URL (and GW_GRAFANA_TOKEN)")
+    for uid in push(settings.grafana_url, settings.grafana_token, datasource_uid=datasource_uid):
+        typer.echo(f"pushed {uid}")
 
 
 @app.command()

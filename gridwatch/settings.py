@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     ingest_metrics_port: int = Field(18001, ge=0, le=65535, description="Prometheus; 0 = off")
     registry_refresh_s: float = Field(30.0, gt=0, description="how often ingest reloads devices")
 
+    grafana_url: str = Field("", description="an existing Grafana, for `gridwatch dashboards push`")
+    grafana_token: str = Field("", description="its service-account token (dashboards: write)")
+
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt_scheme(cls, value: str) -> str:
