@@ -40,7 +40,7 @@ from sqlalchemy import make_url
 
 from gridwatch import cli
 from gridwatch.settings import Settings
-from influx.client import InfluxClient, quote_ident, quote_literal
+from influx.client import InfluxClient, InfluxRejected, quote_ident, quote_literal
 from stack.servers import Influxd, Mosquitto, Postgres, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +52,9 @@ CONSTRAINTS = ROOT / "deploy" / "constraints.txt"
 DEPLOY_README = ROOT / "deploy" / "README.md"
 DEPLOY_MOSQUITTO_CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
 STACK_MOSQUITTO_CONF = ROOT / "stack" / "conf" / "mosquitto.conf"
+GRAFANA_PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
+GRAFANA_DATASOURCE = GRAFANA_PROVISIONING / "datasources" / "influxdb.yaml"
+GRAFANA_PROVIDER = GRAFANA_PROVISIONING / "dashboards" / "gridwatch.yaml"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 
 SECRET = re.compile(r"PASSWORD|TOKEN|SECRET")
@@ -668,6 +671,56 @@ def test_simulate_imports_the_shipped_demo_community_and_simulates_it() -> None:
     assert check_invocation(invocations[1])["community"] == [community]
 
 
+# --- static tests: Grafana ----------------------------------------------------------
+
+
+def grafana_datasource(env: Mapping[str, str]) -> dict[str, Any]:
+    """The provisioned InfluxDB data source as Grafana reads it, ``${VAR}`` from ``env``."""
+    text = re.sub(
+        r"\$\{(\w+)\}", lambda m: env[m[1]], GRAFANA_DATASOURCE.read_text(encoding="utf-8")
+    )
+    [datasource] = yaml.safe_load(text)["datasources"]
+    assert isinstance(datasource, dict)
+    return datasource
+
+
+def test_grafana_is_pinned_provisioned_read_only_and_checked() -> None:
+    grafana = services()["grafana"]
+    assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", grafana["image"]), "pin a release"
+    assert grafana["restart"] == "unless-stopped"
+    mounts = {target: (kind, source) for kind, source, target in volumes_of(grafana)}
+    assert mounts["/etc/grafana/provisioning"] == ("bind", "./deploy/grafana/provisioning")
+    provider = yaml.safe_load(GRAFANA_PROVIDER.read_text(encoding="utf-8"))["providers"][0]
+    assert mounts[provider["options"]["path"]] == ("bind", "./dashboards/generated")
+    assert mounts["/var/lib/grafana"][0] == "volume", "users, sessions, stars survive"
+    read_only = [v for v in grafana["volumes"] if v.startswith("./")]
+    assert read_only and all(v.endswith(":ro") for v in read_only)
+    env = environment(grafana)
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(provider["options"]["path"] + "/")
+    assert (ROOT / "dashboards" / "generated" / Path(home).name).is_file()
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert published(grafana) == [("127.0.0.1", 3000, 3000)]
+    health = " ".join(healthcheck_argv(grafana))
+    assert "http://127.0.0.1:3000/api/health" in health
+    assert depends_on(grafana)["influxdb"]["condition"] == "service_healthy"
+
+
+def test_grafana_reads_the_database_ingest_writes_with_the_read_only_account() -> None:
+    data = services()
+    influxdb = environment(data["influxdb"])
+    datasource = grafana_datasource(environment(data["grafana"]))
+    assert datasource["type"] == "influxdb" and datasource["jsonData"]["version"] == "InfluxQL"
+    ingest = environment(data["ingest"])
+    assert datasource["url"] == ingest["GW_INFLUX_URL"]
+    assert datasource["jsonData"]["dbName"] == ingest["GW_INFLUX_DB"] == influxdb["INFLUXDB_DB"]
+    assert datasource["user"] == influxdb["INFLUXDB_READ_USER"] != ingest["GW_INFLUX_USER"]
+    assert datasource["secureJsonData"]["password"] == influxdb["INFLUXDB_READ_USER_PASSWORD"]
+    from dashboards.widgets import DATASOURCE_UID
+
+    assert datasource["uid"] == DATASOURCE_UID, "the dashboards refer to this uid"
+
+
 # --- static tests: the broker's config ----------------------------------------------
 
 
@@ -880,6 +933,11 @@ def bootstrap_influxdb(url: str, env: Mapping[str, str]) -> None:
         client.query(f"CREATE DATABASE {quote_ident(database)}")
         client.query(f"CREATE USER {quote_ident(user)} WITH PASSWORD {quote_literal(password)}")
         client.query(f"GRANT ALL ON {quote_ident(database)} TO {quote_ident(user)}")
+        reader, reader_password = env["INFLUXDB_READ_USER"], env["INFLUXDB_READ_USER_PASSWORD"]
+        client.query(
+            f"CREATE USER {quote_ident(reader)} WITH PASSWORD {quote_literal(reader_password)}"
+        )
+        client.query(f"GRANT READ ON {quote_ident(database)} TO {quote_ident(reader)}")
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float, logs: Path) -> None:
@@ -1021,6 +1079,19 @@ def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgre
             assert reader.query("SHOW MEASUREMENTS"), (
                 "the services' account reads what ingest wrote"
             )
+        grafana_env = environment(data["grafana"]) | {
+            "GRIDWATCH_INFLUX_URL": ingest_env["GW_INFLUX_URL"]
+        }
+        datasource = grafana_datasource(grafana_env)
+        with InfluxClient(
+            datasource["url"],
+            datasource["jsonData"]["dbName"],
+            username=datasource["user"],
+            password=datasource["secureJsonData"]["password"],
+        ) as grafana:
+            assert grafana.query("SHOW MEASUREMENTS"), "Grafana's account reads the data"
+            with pytest.raises(InfluxRejected):
+                grafana.write(b"door,community=x,device_id=y seq=1i 1")
         assert metric(metrics_port, "gridwatch_ingest_rejected_total", reason="unknown_device") == 0
 
         for name in ("simulate", "api", "ingest"):  # producers first, as compose down would
