@@ -19,6 +19,7 @@ from devices.contract import CmdAck, Community, DeviceRecord, Status, Telemetry
 if TYPE_CHECKING:
     import random
 
+    from alerts.rule import Rule
     from devices.simulation import SimulatedDevice
 
 SimulatorFactory = Callable[[DeviceRecord, Community, "random.Random", int], "SimulatedDevice"]
@@ -43,6 +44,7 @@ class DeviceKind:
     telemetry_interval_s: int
     simulator: SimulatorFactory
     sends_snapshots: bool = False
+    rules: tuple[Rule[Any, Any], ...] = ()  # the kind's alert rules (<kind>/rules.py)
     measurement_event: str = field(init=False)
 
     def __post_init__(self) -> None:

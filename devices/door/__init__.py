@@ -1,5 +1,6 @@
 """door: smart unit door (智慧单元门) with face recognition. See README.md."""
 
+from devices.door.rules import RULES
 from devices.door.schema import DoorAttributes, DoorEvent, DoorTelemetry, UnlockArgs
 from devices.door.simulate import SimulatedDoor
 from devices.kind import DeviceKind, NoArgs
@@ -14,5 +15,6 @@ KIND = DeviceKind(
     tag_keys=("building", "unit"),
     event_tag_fields=frozenset({"method", "reason"}),
     telemetry_interval_s=60,
+    rules=RULES,
     simulator=SimulatedDoor,
 )

@@ -1,6 +1,7 @@
 """patrol_robot: unmanned night patrol vehicle (无人巡逻车). See README.md."""
 
 from devices.kind import DeviceKind, NoArgs
+from devices.patrol_robot.rules import RULES
 from devices.patrol_robot.schema import (
     DispatchArgs,
     PatrolRobotAttributes,
@@ -21,6 +22,7 @@ KIND = DeviceKind(
     event_tag_fields=frozenset({"scene"}),
     # The slowest regular rate (charging); it reports every 5 s while active.
     telemetry_interval_s=60,
+    rules=RULES,
     simulator=SimulatedPatrolRobot,
     sends_snapshots=True,
 )

@@ -1,6 +1,7 @@
 """streetlight: smart street lamp (智慧路灯). See README.md."""
 
 from devices.kind import DeviceKind
+from devices.streetlight.rules import RULES
 from devices.streetlight.schema import (
     SetLightArgs,
     SetScheduleArgs,
@@ -20,5 +21,6 @@ KIND = DeviceKind(
     tag_keys=("circuit",),
     event_tag_fields=frozenset({"fault", "by"}),
     telemetry_interval_s=60,
+    rules=RULES,
     simulator=SimulatedStreetlight,
 )

@@ -1,6 +1,7 @@
 """water_meter: smart water meter in an elderly household (智能水表, 重点管护). See README.md."""
 
 from devices.kind import DeviceKind, NoArgs
+from devices.water_meter.rules import RULES
 from devices.water_meter.schema import (
     SetValveArgs,
     WaterMeterAttributes,
@@ -19,5 +20,6 @@ KIND = DeviceKind(
     tag_keys=("building", "unit", "room"),
     event_tag_fields=frozenset(),
     telemetry_interval_s=15 * 60,
+    rules=RULES,
     simulator=SimulatedWaterMeter,
 )
