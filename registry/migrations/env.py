@@ -9,6 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+import alerts.models  # noqa: F401  (registers the alert tables on Base.metadata)
 from gridwatch.settings import get_settings
 from registry.db import make_engine
 from registry.models import Base

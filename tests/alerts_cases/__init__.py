@@ -1,0 +1,1 @@
+"""Golden cases of the alert rules (YAML) and the harness that runs them."""
