@@ -58,10 +58,17 @@ class StaticDevices:
 class DeviceDirectory(Mapping[str, DeviceRecord]):
     """A mapping of device ids to records that refreshes itself."""
 
-    def __init__(self, source: DeviceSource, refresh_s: float) -> None:
+    def __init__(
+        self,
+        source: DeviceSource,
+        refresh_s: float,
+        on_change: Callable[[list[DeviceRecord]], None] | None = None,
+    ) -> None:
         self._source = source
         self._refresh_s = refresh_s
+        self._on_change = on_change
         self._devices: dict[str, DeviceRecord] = dict(source.load_all())
+        self._announce(list(self._devices.values()))
         self._unknown_until: dict[str, float] = {}
         self._lookup_budget = MAX_LOOKUPS_PER_S
         self._budget_at = time.monotonic()
@@ -81,7 +88,9 @@ class DeviceDirectory(Mapping[str, DeviceRecord]):
     def _refresh_loop(self) -> None:
         while not self._stop.wait(self._refresh_s):
             try:
-                self._devices = dict(self._source.load_all())
+                fresh = dict(self._source.load_all())
+                self._announce([r for i, r in fresh.items() if self._devices.get(i) != r])
+                self._devices = fresh
                 self._unknown_until.clear()
             except Exception:  # a registry hiccup must not stop ingest: keep the last list
                 log.exception("reloading the device registry failed; keeping the previous list")
@@ -107,7 +116,12 @@ class DeviceDirectory(Mapping[str, DeviceRecord]):
             self._unknown_until[device_id] = now + NEGATIVE_TTL_S
             return None
         self._devices[device_id] = record
+        self._announce([record])
         return record
+
+    def _announce(self, records: list[DeviceRecord]) -> None:
+        if records and self._on_change is not None:
+            self._on_change(records)
 
     def _spend_lookup(self, now: float) -> bool:
         """A token bucket: at most MAX_LOOKUPS_PER_S one-row queries."""

@@ -27,6 +27,7 @@ from ingest.deadletters import ArrivalClock, dead_letter_line
 from ingest.decode import Accepted, Ignored, Limits, Outcome, Reason, Rejected, decode_message
 from ingest.directory import DeviceDirectory, DeviceSource
 from ingest.metrics import IngestMetrics
+from ingest.selfreport import SelfReport
 
 log = logging.getLogger("gridwatch.ingest")
 
@@ -81,7 +82,10 @@ class Ingestor:
         self.influx = influx
         self.clock = clock
         self.metrics = metrics or IngestMetrics()
-        self.devices = DeviceDirectory(devices, config.registry_refresh_s)
+        self.report = SelfReport(self.metrics, influx, config.client_id, clock.now_ms)
+        self.devices = DeviceDirectory(
+            devices, config.registry_refresh_s, on_change=self.report.devices_changed
+        )
         self._queue: deque[_Pending] = deque()
         self._writing: list[_Pending] = []  # taken by the writer, not yet acknowledged
         self._arrivals = ArrivalClock()
@@ -113,6 +117,7 @@ class Ingestor:
             properties=props,
         )
         self.devices.start()
+        self.report.start()
         self._client.loop_start()
         self._writer.start()
 
@@ -125,6 +130,7 @@ class Ingestor:
         self._client.disconnect()
         self._client.loop_stop()
         self.devices.stop()
+        self.report.stop()
 
     # --- network thread -----------------------------------------------------------
 
@@ -322,6 +328,8 @@ class Ingestor:
             # halves that InfluxDB had already taken costs time, never duplicates.
             middle = len(pending) // 2
             return self._write_points(pending[:middle]) + self._write_points(pending[middle:])
-        self.metrics.write_seconds.observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.metrics.write_seconds.observe(elapsed)
+        self.report.write_ms_max = max(self.report.write_ms_max, elapsed * 1000)
         self.metrics.batch_size.observe(len(accepted))
         return []

@@ -111,3 +111,45 @@ def test_a_device_registered_later_is_found_by_lookup() -> None:
     door = record("door", "late-door")
     registered[door.device_id] = door
     assert directory.get("late-door") == door
+
+
+def test_self_report_writes_stats_rejections_and_device_positions(
+    mosquitto: Mosquitto, influx_db: InfluxClient, publisher: mqtt.Client
+) -> None:
+    doors = {
+        d.device_id: d for d in (record("door", f"rep-{i}-{influx_db.database}") for i in range(3))
+    }
+    config = IngestConfig(
+        broker=BrokerAddress.from_url(mosquitto.url), client_id=f"rep-{influx_db.database}"
+    )
+    ingestor = Ingestor(config, influx_db, StaticDevices(doors), WallClock())
+    ingestor.start()
+    try:
+        assert ingestor.subscribed.wait(10)
+        door = next(iter(doors))
+        good = {
+            "ts": WallClock().now_ms(),
+            "seq": 1,
+            "locked": True,
+            "open": False,
+            "rssi_dbm": -60,
+            "temp_c": 20.0,
+        }
+        publisher.publish(f"sc/zjxc/door/{door}/telemetry", json.dumps(good), qos=1)
+        publisher.publish(f"sc/zjxc/door/{door}/telemetry", b"{oops", qos=1)
+        _wait(
+            lambda: (
+                ingestor.metrics.value("gridwatch_ingest_backlog") == 0
+                and ingestor.metrics.value("gridwatch_ingest_written_total", kind="door") == 1
+            )
+        )
+        ingestor.report.report()
+    finally:
+        ingestor.stop()
+    stats = influx_db.query('SELECT * FROM "ingest_stats"')[0].records()[0]
+    assert (stats["received"], stats["written"], stats["rejected"]) == (2, 1, 1)
+    assert stats["instance"] == config.client_id and stats["influx_up"] is True
+    rejected = influx_db.query('SELECT "count" FROM "ingest_rejected" GROUP BY "reason"')
+    assert {s.tags["reason"]: s.values[0][1] for s in rejected} == {"bad_json": 1}
+    positions = influx_db.query('SELECT count("lat") FROM "device_info"')
+    assert positions[0].values[0][1] == len(doors)
