@@ -1,9 +1,9 @@
 """The ingestor: MQTT in, InfluxDB out, acknowledging only what InfluxDB holds.
 
-Two threads: paho's network thread decodes each message (``decode_message``)
-and queues it with its MQTT message id; the writer thread takes the queue in
-batches, writes the accepted points, and only then acknowledges the whole
-batch in arrival order. The session is persistent (MQTT 5, fixed client id,
+Two threads: the subscriber's reader thread decodes each message
+(``decode_message``) and queues it; the writer thread takes the queue in
+batches, writes the accepted points and the dead letters, and only then
+acknowledges the whole batch in arrival order. The session is persistent (MQTT 5, fixed client id,
 ``clean_start=False``) and bounds its own in-flight window with Receive
 Maximum, so while InfluxDB is down the backlog waits in the broker, not here.
 """
@@ -16,11 +16,8 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
-
-from broker.connection import BrokerAddress, make_client, persistent_session_properties
+from broker.connection import BrokerAddress
+from broker.subscriber import Delivery, Subscriber
 from gridwatch.clock import Clock
 from influx.client import BatchTooLarge, InfluxClient, InfluxRejected, InfluxUnavailable
 from ingest.deadletters import ArrivalClock, dead_letter_line
@@ -58,13 +55,10 @@ class IngestConfig:
 
 @dataclass(slots=True)
 class _Pending:
-    mid: int
-    qos: int
+    delivery: Delivery
     outcome: Outcome
     received: float  # time.monotonic() at arrival
-    topic: str
     arrival_ns: int  # unique: the dead letter's timestamp if it comes to that
-    payload: bytes = b""  # kept only for rejected messages, for their dead letter
 
 
 class Ingestor:
@@ -93,32 +87,29 @@ class Ingestor:
         self._wake = threading.Condition()
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
-        self.subscribed = threading.Event()
         # Computed when scraped: nothing on the per-message path.
         self.metrics.backlog.set_function(lambda: len(self._queue) + len(self._writing))
         self.metrics.oldest_unacked.set_function(self._oldest_unacked_s)
-        self._client = make_client(config.broker, config.client_id, v5=True, manual_ack=True)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
-        self._client.on_subscribe = lambda *_: self.subscribed.set()
+        self._subscriber = Subscriber(
+            config.broker,
+            config.client_id,
+            config.topic,
+            self._on_message,
+            receive_maximum=config.inflight,
+            session_expiry_s=SESSION_EXPIRY_S,
+        )
+        self._subscriber.on_connected = self._on_connected
+        self._subscriber.on_disconnected = self._on_disconnected
+        self.subscribed = self._subscriber.subscribed
         self._rejections_seen: dict[Reason, int] = {}
 
     # --- lifecycle ----------------------------------------------------------------
 
     def start(self) -> None:
         """Connect (persistent session) and start the network and writer threads."""
-        props = persistent_session_properties(SESSION_EXPIRY_S, self.config.inflight)
-        self._client.connect_async(
-            self.config.broker.host,
-            self.config.broker.port,
-            keepalive=30,
-            clean_start=False,
-            properties=props,
-        )
         self.devices.start()
         self.report.start()
-        self._client.loop_start()
+        self._subscriber.start()
         self._writer.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -127,61 +118,30 @@ class Ingestor:
         with self._wake:
             self._wake.notify()
         self._writer.join(timeout)
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._subscriber.stop()
         self.devices.stop()
         self.report.stop()
 
     # --- network thread -----------------------------------------------------------
 
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        properties: object,
-    ) -> None:
-        if reason.is_failure:
-            log.error("broker refused connection: %s", reason)
-            return
+    def _on_connected(self, session_present: bool) -> None:
         self.metrics.broker_up.set(1)
-        log.info("connected to broker (session present: %s)", flags.session_present)
-        # retainHandling=1: retained status is sent only when the subscription is new,
-        # so a restart on a persistent session does not replay every device's status.
-        options = SubscribeOptions(qos=1, retainHandling=1)
-        client.subscribe(self.config.topic, options=options)
+        log.info("connected to broker (session present: %s)", session_present)
 
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: object,
-        reason: ReasonCode,
-        props: object,
-    ) -> None:
+    def _on_disconnected(self, why: str) -> None:
         self.metrics.broker_up.set(0)
-        if not self._stop.is_set():
-            log.warning("disconnected from broker (%s); reconnecting", reason)
+        log.warning("disconnected from broker (%s); reconnecting", why)
 
-    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, delivery: Delivery) -> None:
         outcome = decode_message(
-            message.topic,
-            bytes(message.payload),
+            delivery.topic,
+            delivery.payload,
             devices=self.devices,
             now_ms=self.clock.now_ms(),
             limits=self.config.limits,
         )
-        self._count(outcome, message.topic)
-        pending = _Pending(
-            message.mid,
-            message.qos,
-            outcome,
-            time.monotonic(),
-            message.topic,
-            self._arrivals.stamp(),
-            bytes(message.payload) if isinstance(outcome, Rejected) else b"",
-        )
+        self._count(outcome, delivery.topic)
+        pending = _Pending(delivery, outcome, time.monotonic(), self._arrivals.stamp())
         with self._wake:
             self._queue.append(pending)
             if len(self._queue) >= self.config.batch_size:
@@ -251,7 +211,7 @@ class Ingestor:
                     give_up_on_outage = True
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         for pending, rejection in refused:
-            self._count_rejection(rejection, pending.topic)
+            self._count_rejection(rejection, pending.delivery.topic)
         refused_ids = {id(p) for p, _ in refused}
         written = Counter(
             p.outcome.kind
@@ -260,8 +220,7 @@ class Ingestor:
         )
         for kind, n in written.items():
             self.metrics.written.labels(kind).inc(n)
-        for pending in batch:
-            self._client.ack(pending.mid, pending.qos)
+        self._subscriber.ack(p.delivery for p in batch)
         self._writing = []
 
     def _influx_state(self, *, up: bool, why: str = "") -> None:
@@ -278,7 +237,7 @@ class Ingestor:
         self, batch: list[_Pending], refused: list[tuple[_Pending, Rejected]]
     ) -> None:
         lines = [
-            self._dead_letter(p, p.outcome, p.payload)
+            self._dead_letter(p, p.outcome, p.delivery.payload)
             for p in batch
             if isinstance(p.outcome, Rejected)
         ]
@@ -295,7 +254,7 @@ class Ingestor:
         return dead_letter_line(
             reason=rejection.reason.value,
             kind=rejection.kind,
-            topic=pending.topic,
+            topic=pending.delivery.topic,
             detail=rejection.detail,
             payload=payload,
             arrival_ns=pending.arrival_ns,
