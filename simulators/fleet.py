@@ -2,8 +2,14 @@
 
 Each simulated device has its own MQTT connection, as a real one does, so it
 has its own last will (``{"online": false}``, retained, on its status topic)
-and its own ``cmd`` subscription. paho clients are driven without their
-threads: one selector reads every socket, and ``loop_misc`` keeps them alive.
+and its own ``cmd`` subscription. One selector reads every socket; writes are
+buffered per connection and go out in bursts (``simulators.mqtt``), so a
+replay costs far fewer system calls than messages.
+
+A city (hundreds of thousands of devices) does not fit one broker's file
+descriptors on one machine: ``devices_per_connection`` > 1 then puts several
+devices on one connection, as vendors' gateways do. Such devices have no last
+will of their own and cannot be dropped one by one.
 """
 
 from __future__ import annotations
@@ -14,20 +20,19 @@ import selectors
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode
-from paho.mqtt.reasoncodes import ReasonCode
-
-from broker.connection import BrokerAddress, make_client
+from broker.connection import BrokerAddress
 from devices.contract import Channel, device_topic
+from simulators.mqtt import Connection, State, Tally, Will
 
 log = logging.getLogger("gridwatch.simulate")
 
 OFFLINE_WILL = b'{"online":false}'
 RECONNECT_EVERY_S = 2.0
-MISC_EVERY_S = 1.0
+HOUSEKEEPING_EVERY_S = 1.0
+# Write the buffers out after this many messages even while the simulation runs ahead.
+FLUSH_EVERY = 4096
+KEEPALIVE_S = 60
 
 CommandHandler = Callable[[str, bytes], None]
 
@@ -36,148 +41,206 @@ def _drop_command(device_id: str, payload: bytes) -> None:
     log.debug("%s: command received before a handler was set", device_id)
 
 
-@dataclass(slots=True)
-class _Conn:
-    device_id: str
-    community: str
-    kind: str
-    client: mqtt.Client
-    sock: socket.socket | None = None
-    connected: bool = False
-    unconfirmed: int = 0
-    last_attempt: float = field(default=0.0)
-
-
 class Fleet:
-    """One MQTT connection per device; ``publish`` is non-blocking, ``poll`` does the I/O."""
+    """MQTT connections for simulated devices; ``publish`` buffers, ``poll`` does the I/O."""
 
-    def __init__(self, broker: BrokerAddress, qos: int = 1) -> None:
+    def __init__(
+        self,
+        broker: BrokerAddress,
+        qos: int = 1,
+        *,
+        devices_per_connection: int = 1,
+        keepalive: int = KEEPALIVE_S,
+        ca_file: str | None = None,
+    ) -> None:
+        if devices_per_connection < 1:
+            raise ValueError("devices_per_connection must be at least 1")
         self.broker = broker
         self.qos = qos
+        self.devices_per_connection = devices_per_connection
+        self.keepalive = keepalive
+        self.ca_file = ca_file
         self.on_command: CommandHandler = _drop_command
-        self._conns: dict[str, _Conn] = {}
+        self.tally = Tally()
+        self._pending: list[tuple[str, str, str]] = []  # added, not yet connected
+        self._conns: dict[str, Connection] = {}  # by device id
+        self._connections: list[Connection] = []
+        self._registered: dict[Connection, socket.socket] = {}  # in the selector
+        self._cmd_topics: dict[str, str] = {}  # cmd topic -> device id
+        self._held_down: set[Connection] = set()  # dropped on purpose: no reconnecting
+        self._dirty: list[Connection] = []
         self._selector = selectors.DefaultSelector()
-        self._last_misc = 0.0
-        self._write_pending: set[str] = set()
-        self.unconfirmed = 0
+        self._published = 0
+        self._since_flush = 0
+        self._last_housekeeping = 0.0
+        self._last_attempt: dict[Connection, float] = {}
 
     # --- connections --------------------------------------------------------------
 
     def add(self, device_id: str, community: str, kind: str) -> None:
-        """Open the device's connection, with its last will."""
-        client = make_client(self.broker, device_id)
-        # paho's default of 20 unacknowledged messages stalls a device replaying history.
-        client.max_inflight_messages_set(1000)
-        status = device_topic(community, kind, device_id, Channel.STATUS)
-        client.will_set(status, OFFLINE_WILL, qos=1, retain=True)
-        conn = _Conn(device_id, community, kind, client)
-        client.user_data_set(conn)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_publish = self._on_publish
-        self._conns[device_id] = conn
-        self._connect(conn)
+        """Register a device; its connection opens in ``connect``/``wait_connected``."""
+        self._pending.append((device_id, community, kind))
+        self._cmd_topics[device_topic(community, kind, device_id, Channel.CMD)] = device_id
 
-    def _connect(self, conn: _Conn) -> None:
-        conn.last_attempt = time.monotonic()
+    def connect(self) -> None:
+        """Open the connections of every device added since the last call."""
+        pending, self._pending = self._pending, []
+        size = self.devices_per_connection
+        for i in range(0, len(pending), size):
+            self._open_group(pending[i : i + size])
+
+    def _open_group(self, group: list[tuple[str, str, str]]) -> None:
+        cmd = tuple(device_topic(c, k, d, Channel.CMD) for d, c, k in group)
+        if len(group) == 1:
+            device_id, community, kind = group[0]
+            status = device_topic(community, kind, device_id, Channel.STATUS)
+            client_id, will = device_id, Will(status, OFFLINE_WILL, qos=1, retain=True)
+        else:
+            client_id, will = f"gw-{group[0][0]}"[:64], None
+        conn = Connection(
+            client_id,
+            self.broker,
+            will=will,
+            subscriptions=cmd,
+            keepalive=self.keepalive,
+            on_message=self._on_message,
+            tally=self.tally,
+            ca_file=self.ca_file,
+        )
+        for device_id, _, _ in group:
+            self._conns[device_id] = conn
+        self._connections.append(conn)
+        self._open(conn)
+
+    def _open(self, conn: Connection) -> None:
+        self._unregister(conn)
+        self._last_attempt[conn] = time.monotonic()
         try:
-            # clean_session=False: commands sent while the device was away are kept for it.
-            conn.client.connect(self.broker.host, self.broker.port, keepalive=60)
+            conn.open()
         except OSError as exc:
-            log.debug("%s cannot connect: %s", conn.device_id, exc)
+            log.debug("%s cannot connect: %s", conn.client_id, exc)
             return
-        self._track_socket(conn)
-
-    def _track_socket(self, conn: _Conn) -> None:
-        sock = conn.client.socket()
-        if sock is conn.sock:
+        sock = conn.sock
+        if sock is None:  # lost while writing CONNECT
             return
-        if conn.sock is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(conn.sock)
-        conn.sock = sock if isinstance(sock, socket.socket) else None
-        if conn.sock is not None:
-            self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+        self._selector.register(sock, selectors.EVENT_READ, conn)
+        self._registered[conn] = sock
+        if not conn.dirty:
+            self._mark_dirty(conn)
 
     def wait_connected(self, timeout: float = 30.0) -> None:
-        """Poll until every device has its CONNACK; raise if some never get it."""
+        """Open pending connections and poll until each has its CONNACK; raise if some never do."""
+        self.connect()
         deadline = time.monotonic() + timeout
+        connections = set(self._conns.values())
         while time.monotonic() < deadline:
             self.poll(0.05)
-            if all(c.connected for c in self._conns.values()):
+            refused = [c for c in connections if c.refused]
+            if refused:
+                raise ConnectionError(f"{refused[0].client_id} refused: {refused[0].refused}")
+            if all(c.state is State.CONNECTED for c in connections):
                 return
-        missing = [c.device_id for c in self._conns.values() if not c.connected]
+        missing = sorted(c.client_id for c in connections if c.state is not State.CONNECTED)
         raise ConnectionError(f"{len(missing)} devices could not connect, e.g. {missing[:3]}")
 
-    def _on_connect(
-        self, client: mqtt.Client, conn: _Conn, flags: object, reason: ReasonCode, props: object
-    ) -> None:
-        if reason.is_failure:
-            log.error("%s refused by broker: %s", conn.device_id, reason)
-            return
-        conn.connected = True
-        client.subscribe(
-            device_topic(conn.community, conn.kind, conn.device_id, Channel.CMD), qos=1
-        )
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        device_id = self._cmd_topics.get(topic)
+        if device_id is not None:
+            self.on_command(device_id, payload)
 
-    def _on_disconnect(
-        self, client: mqtt.Client, conn: _Conn, flags: object, reason: ReasonCode, props: object
-    ) -> None:
-        conn.connected = False
+    def drop(self, device_id: str) -> None:
+        """Lose the device's connection without DISCONNECT: the broker publishes its will."""
+        conn = self._conns[device_id]
+        if conn.will is None:
+            raise ValueError(f"{device_id} shares a connection: it has no last will of its own")
+        self._unregister(conn)
+        conn.drop()
+        self._held_down.add(conn)
 
-    def _on_message(self, client: mqtt.Client, conn: _Conn, message: mqtt.MQTTMessage) -> None:
-        self.on_command(conn.device_id, bytes(message.payload))
+    def restore(self, device_id: str) -> None:
+        """Reconnect a dropped device."""
+        conn = self._conns[device_id]
+        self._held_down.discard(conn)
+        if conn.state is State.CLOSED:
+            self._open(conn)
 
-    def _on_publish(
-        self, client: mqtt.Client, conn: _Conn, mid: int, reason: ReasonCode, props: object
-    ) -> None:
-        conn.unconfirmed -= 1
-        self.unconfirmed -= 1
+    def _unregister(self, conn: Connection) -> None:
+        sock = self._registered.pop(conn, None)
+        if sock is not None:
+            # A socket closed meanwhile has left epoll already; the selector forgets it too.
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(sock)
 
     # --- traffic ------------------------------------------------------------------
 
+    @property
+    def unconfirmed(self) -> int:
+        """Messages published but not yet acknowledged (QoS 1) or written (QoS 0)."""
+        return self._published - self.tally.settled
+
+    @property
+    def lost(self) -> int:
+        """QoS 0 messages lost with a connection (QoS 1 ones are sent again)."""
+        return self.tally.lost
+
     def publish(self, device_id: str, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Queue a message on the device's connection (sent now if the socket takes it)."""
+        """Queue a message on the device's connection; it goes out at the next flush."""
         conn = self._conns[device_id]
-        info = conn.client.publish(topic, payload, qos=self.qos, retain=retain)
-        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and self.qos == 0:
+        if not conn.publish(topic, payload, self.qos, retain):
             return  # QoS 0 while offline is lost, as on a real device
-        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-            raise ConnectionError(f"{device_id}: publish failed: {mqtt.error_string(info.rc)}")
-        conn.unconfirmed += 1
-        self.unconfirmed += 1
-        if conn.client.want_write():  # the socket buffer was full: poll() finishes the write
-            self._write_pending.add(device_id)
+        self._published += 1
+        if not conn.dirty:
+            self._mark_dirty(conn)
+        self._since_flush += 1
+        if self._since_flush >= FLUSH_EVERY:
+            self._flush()
+
+    def _mark_dirty(self, conn: Connection) -> None:
+        conn.dirty = True
+        self._dirty.append(conn)
+
+    def _flush(self) -> None:
+        self._since_flush = 0
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            if conn.flush() or conn.sock is None:
+                conn.dirty = False
+                if conn.sock is None:
+                    self._unregister(conn)
+            else:
+                self._dirty.append(conn)  # the socket is full; try again at the next poll
 
     def poll(self, timeout: float) -> None:
-        """Read what arrived (acks, commands), flush writes, keep alive, reconnect."""
-        for key, _ in self._selector.select(timeout):
-            conn: _Conn = key.data
-            if conn.client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self._track_socket(conn)
-        for device_id in list(self._write_pending):
-            client = self._conns[device_id].client
-            client.loop_write()
-            if not client.want_write():
-                self._write_pending.discard(device_id)
+        """Write what is buffered, read what arrived (acks, commands), keep alive, reconnect."""
+        self._flush()
+        for key, _ in self._selector.select(0 if self._dirty else timeout):
+            conn: Connection = key.data
+            conn.read()
+            if conn.sock is None:
+                self._unregister(conn)
+            elif conn.out and not conn.dirty:
+                self._mark_dirty(conn)
+        if self._dirty and timeout > 0:
+            time.sleep(min(timeout, 0.001))  # sockets full: give the broker a moment
         now = time.monotonic()
-        if now - self._last_misc >= MISC_EVERY_S:
-            self._last_misc = now
+        if now - self._last_housekeeping >= HOUSEKEEPING_EVERY_S:
+            self._last_housekeeping = now
             self._housekeeping(now)
 
     def _housekeeping(self, now: float) -> None:
-        for conn in self._conns.values():
-            if (
-                conn.client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS
-                or conn.client.socket() is None
-            ):
-                conn.connected = False
-                if now - conn.last_attempt >= RECONNECT_EVERY_S:
-                    conn.last_attempt = now
-                    with contextlib.suppress(OSError):
-                        conn.client.reconnect()
-                self._track_socket(conn)
+        for conn in self._connections:
+            if conn.state is State.CLOSED:
+                if self._may_reconnect(conn, now):
+                    self._open(conn)
+                continue
+            conn.ping_if_idle(now)
+            if conn.out and not conn.dirty:
+                self._mark_dirty(conn)
+
+    def _may_reconnect(self, conn: Connection, now: float) -> bool:
+        """Not dropped on purpose, not refused, and not tried too recently."""
+        recent = now - self._last_attempt.get(conn, 0.0) < RECONNECT_EVERY_S
+        return conn not in self._held_down and not conn.refused and not recent
 
     def flush(self, timeout: float = 60.0) -> bool:
         """Wait until the broker confirmed every message (QoS 1) or the timeout passed."""
@@ -188,7 +251,7 @@ class Fleet:
 
     def close(self) -> None:
         """Disconnect every device cleanly (no last will is sent on a clean disconnect)."""
-        for conn in self._conns.values():
-            conn.client.disconnect()
-            conn.client.loop_write()
+        for conn in self._connections:
+            self._unregister(conn)
+            conn.disconnect()
         self._selector.close()
