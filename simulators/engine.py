@@ -2,13 +2,15 @@
 
 Devices are ordered in a heap by their next due time; the loop runs the
 earliest, publishes what it produced, and waits (on the simulated clock) for
-the next. Messages carry event time (``ts``) from the clock, so the same seed
-and start give the same stream at any speed.
+the next. Scenario actions (faults) sit on a timeline of their own, merged
+into the same order. Messages carry event time (``ts``) from the clock, so the
+same seed, start and scenario give the same stream at any speed.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import random
 import threading
@@ -24,19 +26,20 @@ from devices import KINDS
 from devices.contract import Channel, Command, Community, DeviceRecord, device_topic
 from devices.simulation import Outgoing, SimulatedDevice
 from gridwatch.clock import SimulatedClock, WallClock
+from simulators.link import Link
 
 log = logging.getLogger("gridwatch.simulate")
 
 _COMMAND_DECODER = msgspec.json.Decoder(Command)
 _ENCODER = msgspec.json.Encoder()
 # Keep at most this many messages waiting for the broker's ack before running more devices.
-MAX_UNCONFIRMED = 20_000
-# While running behind (replay), read acks and commands every this many devices run.
-POLL_EVERY = 64
+MAX_UNCONFIRMED = 50_000
+# While running behind (replay), do network I/O every this many steps: in bursts, not per message.
+POLL_EVERY = 512
 
 
 class Transport(Protocol):
-    """Where simulated messages go: the MQTT fleet, or a list in tests."""
+    """Where simulated messages go: the MQTT fleet, or memory in tests."""
 
     def publish(self, device_id: str, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Send one message from a device."""
@@ -49,6 +52,14 @@ class Transport(Protocol):
     @property
     def unconfirmed(self) -> int:
         """Messages sent but not yet confirmed by the broker."""
+        ...
+
+    def drop(self, device_id: str) -> None:
+        """Lose the device's connection uncleanly, so that the broker publishes its last will."""
+        ...
+
+    def restore(self, device_id: str) -> None:
+        """Reconnect a dropped device."""
         ...
 
 
@@ -74,10 +85,23 @@ class Report:
         return sum(self.counts.values())
 
 
-@dataclass(frozen=True, slots=True)
-class _Device:
+@dataclass(slots=True)
+class DeviceHandle:
+    """One simulated device as the loop and the scenarios see it."""
+
     record: DeviceRecord
     sim: SimulatedDevice
+    topics: dict[Channel, str]
+    link: Link | None = None  # set once a scenario touches the device's connection
+
+    def impair(self) -> Link:
+        """The device's link, created on first use."""
+        if self.link is None:
+            self.link = Link()
+        return self.link
+
+
+Action = Callable[[int], None]
 
 
 class Simulation:
@@ -92,17 +116,24 @@ class Simulation:
         seed: int,
         transport: Transport,
     ) -> None:
-        by_id = {c.id: c for c in communities}
+        self.communities = {c.id: c for c in communities}
         self.clock = clock
         self.transport = transport
         self.report = Report(started_ms=clock.now_ms(), reached_ms=clock.now_ms())
-        self._devices: dict[str, _Device] = {}
+        self._devices: dict[str, DeviceHandle] = {}
         for record in sorted(devices, key=lambda r: r.device_id):
             rng = random.Random(f"{seed}:{record.device_id}")
-            sim = KINDS[record.kind].simulate(record, by_id[record.community], rng, clock.now_ms())
-            self._devices[record.device_id] = _Device(record, sim)
+            community = self.communities[record.community]
+            sim = KINDS[record.kind].simulate(record, community, rng, clock.now_ms())
+            topics = {
+                ch: device_topic(record.community, record.kind, record.device_id, ch)
+                for ch in (Channel.TELEMETRY, Channel.EVENT, Channel.STATUS, Channel.CMD_ACK)
+            }
+            self._devices[record.device_id] = DeviceHandle(record, sim, topics)
         self._heap = [(d.sim.next_due_ms(), device_id) for device_id, d in self._devices.items()]
         heapq.heapify(self._heap)
+        self._timeline: list[tuple[int, int, str, Action]] = []
+        self._order = itertools.count()
         self._commands: list[tuple[str, bytes]] = []
         self._since_poll = 0
 
@@ -111,17 +142,67 @@ class Simulation:
         """Every simulated device id, sorted."""
         return list(self._devices)
 
-    def _send(self, device: _Device, out: Outgoing) -> None:
+    def device(self, device_id: str) -> DeviceHandle:
+        """One device (KeyError if it is not simulated here)."""
+        return self._devices[device_id]
+
+    @property
+    def devices(self) -> list[DeviceHandle]:
+        """Every simulated device, by id."""
+        return list(self._devices.values())
+
+    # --- publishing -------------------------------------------------------------
+
+    def _send(self, device: DeviceHandle, out: Outgoing) -> None:
         r = device.record
-        topic = device_topic(r.community, r.kind, r.device_id, out.channel)
-        self.transport.publish(r.device_id, topic, _ENCODER.encode(out.payload), retain=out.retain)
-        self.report.counts[(r.kind, out.channel.value)] += 1
+        topic = device.topics[out.channel]
+        if device.link is None:
+            self.transport.publish(
+                r.device_id, topic, _ENCODER.encode(out.payload), retain=out.retain
+            )
+            self.report.counts[(r.kind, out.channel.value)] += 1
+            return
+        for message, raw in device.link.transmit(out):
+            self.transport.publish(r.device_id, topic, raw, retain=message.retain)
+            self.report.counts[(r.kind, message.channel.value)] += 1
+
+    def _flush_device(self, device: DeviceHandle) -> None:
+        for out in device.sim.drain():
+            self._send(device, out)
+        # Whatever happened may have added earlier work to the device's agenda.
+        heapq.heappush(self._heap, (device.sim.next_due_ms(), device.record.device_id))
 
     def announce(self, online: bool) -> None:
         """Every device publishes its retained status (online at start, offline at a clean stop)."""
         now = self.clock.now_ms()
         for device in self._devices.values():
             self._send(device, device.sim.status(now, online))
+
+    # --- scenario actions --------------------------------------------------------
+
+    def schedule(self, due_ms: int, device_id: str, action: Action) -> None:
+        """Run ``action(due_ms)`` at simulated time ``due_ms``, then send the device's output."""
+        if device_id not in self._devices:
+            raise KeyError(f"{device_id} is not simulated here")
+        heapq.heappush(self._timeline, (due_ms, next(self._order), device_id, action))
+
+    def go_offline(self, device_id: str) -> None:
+        """The device's connection dies without DISCONNECT: the broker publishes its will."""
+        link = self._devices[device_id].impair()
+        if link.online:
+            link.online = False
+            self.transport.drop(device_id)
+
+    def come_online(self, device_id: str, ts: int) -> None:
+        """The device reconnects and says so (retained status with its ``ts``)."""
+        device = self._devices[device_id]
+        link = device.impair()
+        if not link.online:
+            link.online = True
+            self.transport.restore(device_id)
+            self._send(device, device.sim.status(ts, online=True))
+
+    # --- commands -----------------------------------------------------------------
 
     def queue_command(self, device_id: str, payload: bytes) -> None:
         """Called by the transport when a device receives a command; run in the loop."""
@@ -131,20 +212,44 @@ class Simulation:
         commands, self._commands = self._commands, []
         for device_id, payload in commands:
             device = self._devices.get(device_id)
+            if device is None:
+                continue
+            if device.link is not None and not (device.link.online and not device.link.hung):
+                continue  # an offline or hung device does not hear its commands
             try:
                 command = _COMMAND_DECODER.decode(payload)
             except msgspec.DecodeError as exc:
                 log.warning("%s ignored a malformed command: %s", device_id, exc)
                 continue
-            if device is None:
-                continue
             for out in device.sim.handle_command(command, self.clock.now_ms()):
                 self._send(device, out)
-            self._reschedule(device_id)
+            self._flush_device(device)
 
-    def _reschedule(self, device_id: str) -> None:
-        # A command may have added earlier work to the device's agenda.
-        heapq.heappush(self._heap, (self._devices[device_id].sim.next_due_ms(), device_id))
+    # --- the loop -------------------------------------------------------------------
+
+    def _next_due(self) -> tuple[int, bool] | None:
+        """The next moment something happens, and whether it is a scenario action."""
+        heap, timeline = self._heap, self._timeline
+        if timeline and (not heap or timeline[0][0] <= heap[0][0]):
+            return timeline[0][0], True
+        if heap:
+            return heap[0][0], False
+        return None
+
+    def _step(self, due: int, is_action: bool) -> None:
+        if is_action:
+            _, _, device_id, action = heapq.heappop(self._timeline)
+            device = self._devices[device_id]
+            action(due)
+            self._flush_device(device)
+            return
+        _, device_id = heapq.heappop(self._heap)
+        device = self._devices[device_id]
+        if device.sim.next_due_ms() != due:  # a stale entry left by _flush_device
+            return
+        for out in device.sim.run_due(due):
+            self._send(device, out)
+        heapq.heappush(self._heap, (device.sim.next_due_ms(), device_id))
 
     def run(
         self,
@@ -154,19 +259,14 @@ class Simulation:
     ) -> Report:
         """Run devices until simulated time reaches ``until_ms`` (None: until ``stop``)."""
         last_progress = time.monotonic()
-        while not stop.is_set() and self._heap:
-            due, device_id = self._heap[0]
-            if until_ms is not None and due > until_ms:
+        while not stop.is_set():
+            nxt = self._next_due()
+            if nxt is None or (until_ms is not None and nxt[0] > until_ms):
                 break
+            due, is_action = nxt
             if not self._wait_for(due, stop):
                 break
-            heapq.heappop(self._heap)
-            device = self._devices[device_id]
-            if device.sim.next_due_ms() != due:  # a stale entry left by _reschedule
-                continue
-            for out in device.sim.run_due(due):
-                self._send(device, out)
-            heapq.heappush(self._heap, (device.sim.next_due_ms(), device_id))
+            self._step(due, is_action)
             self.report.reached_ms = due
             if self._commands:
                 self._run_commands()
@@ -198,8 +298,9 @@ class Simulation:
             if behind_ms <= 0 or self.clock.speed == 0:
                 self.clock.sleep_until(due_ms)
                 self._since_poll += 1
-                if self._since_poll >= POLL_EVERY:  # I/O in bursts: a syscall per message is slow
+                if self._since_poll >= POLL_EVERY:
                     self._since_poll = 0
                     self.transport.poll(0)
                 return True
+            self._since_poll = 0
             self.transport.poll(min(0.2, behind_ms / self.clock.speed / 1000))
