@@ -188,14 +188,23 @@ class DailyProfile:
         self.peak = max(self.factors)
 
     def next_arrival(
-        self, device: SimulatedDevice, after_ms: int, per_day: float, rng: random.Random
+        self,
+        device: SimulatedDevice,
+        after_ms: int,
+        per_day: float,
+        rng: random.Random,
+        shift_ms: int = 0,
     ) -> int:
-        """The next event time after ``after_ms`` for a mean of ``per_day`` events a day."""
+        """The next event time after ``after_ms`` for a mean of ``per_day`` events a day.
+
+        ``shift_ms`` moves the profile later (or earlier, if negative): an early
+        riser's morning peak comes before a late sleeper's.
+        """
         peak_rate_per_ms = per_day * self.peak / 86_400_000
         t = after_ms
         while True:
             t += max(1, int(rng.expovariate(peak_rate_per_ms)))
-            factor = self.factors[device.local_time(t).hour]
+            factor = self.factors[device.local_time(t - shift_ms).hour]
             if rng.random() * self.peak <= factor:
                 return t
 

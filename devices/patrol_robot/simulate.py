@@ -13,9 +13,12 @@ from devices.simulation import SimulatedDevice, next_local_time, weighted_choice
 SPEED_MPS = 1.2
 ACTIVE_INTERVAL_MS = 5_000
 RESTING_INTERVAL_MS = 60_000
-DRAIN_PCT_PER_H = 11.0
+# A night's route (22:00-05:30 by default, 7.5 h) uses about 68 % of the battery, so the
+# robot comes home on time with a third left and is full again by about 08:00.
+DRAIN_PCT_PER_H = 9.0
 CHARGE_PCT_PER_H = 30.0
 RETURN_AT_PCT = 20.0
+START_ABOVE_PCT = 40.0
 # A handful of scenes a night; most are everyday nuisances, fire is rare.
 DETECTIONS_PER_ACTIVE_HOUR = 0.6
 SCENES = (
@@ -61,10 +64,14 @@ class SimulatedPatrolRobot(SimulatedDevice):
         self.mode = "charging"
         self.path: list[Waypoint] = []
         self.waypoint: int | None = None
+        self.detections_per_h = DETECTIONS_PER_ACTIVE_HOUR
+        self.stuck = False  # wheels spinning in place: it still believes it is patrolling
+        self.skipped: frozenset[str] = frozenset()  # checkpoints it cannot reach tonight
         self._moved_until = start_ms
         self._patrol_ends = start_ms
         super().__init__(record, community, rng, start_ms)
         self._schedule_patrol(start_ms)
+        self._resume_if_out(start_ms)
 
     # --- schedule -------------------------------------------------------------
 
@@ -73,9 +80,17 @@ class SimulatedPatrolRobot(SimulatedDevice):
             next_local_time(after_ms, self.route["start"], self.community.timezone), self._start
         )
 
+    def _resume_if_out(self, ts: int) -> None:
+        """Started in the middle of the night: the robot is already out, from its dock."""
+        tz = self.community.timezone
+        started = next_local_time(ts, self.route["start"], tz) - 86_400_000
+        if next_local_time(started, self.route["end"], tz) > ts:
+            self.battery = 100.0 - DRAIN_PCT_PER_H * (ts - started) / 3_600_000
+            self.start_patrol(ts, self.route)
+
     def _start(self, ts: int) -> None:
         self._schedule_patrol(ts)
-        if self.mode in ("charging", "idle") and self.battery > RETURN_AT_PCT + 20:
+        if self.mode in ("charging", "idle") and self.battery > START_ABOVE_PCT:
             self.start_patrol(ts, self.route)
 
     def start_patrol(self, ts: int, route: dict[str, Any]) -> None:
@@ -87,7 +102,11 @@ class SimulatedPatrolRobot(SimulatedDevice):
         self._load_route_lap()
 
     def _load_route_lap(self) -> None:
-        self.path = [Waypoint(c["lat"], c["lon"], c["id"]) for c in self.route["checkpoints"]]
+        self.path = [
+            Waypoint(c["lat"], c["lon"], c["id"])
+            for c in self.route["checkpoints"]
+            if c["id"] not in self.skipped
+        ]
         self.waypoint = 0
 
     def heartbeat_interval_ms(self) -> int:
@@ -109,7 +128,7 @@ class SimulatedPatrolRobot(SimulatedDevice):
         if self.mode not in ("patrolling", "returning"):
             return
         self.battery = max(0.0, self.battery - DRAIN_PCT_PER_H * dt_s / 3600)
-        budget = SPEED_MPS * dt_s
+        budget = 0.0 if self.stuck else SPEED_MPS * dt_s
         elapsed_s = 0.0
         while budget > 0 and self.path:
             target = self.path[0]
@@ -148,28 +167,34 @@ class SimulatedPatrolRobot(SimulatedDevice):
     def _maybe_detect(self, ts: int, dt_s: float) -> None:
         if self.mode != "patrolling":
             return
-        if self.rng.random() < DETECTIONS_PER_ACTIVE_HOUR * dt_s / 3600:
-            self.send_event(
-                ts,
-                "detection",
-                scene=weighted_choice(self.rng, SCENES),
-                confidence=round(self.rng.uniform(0.5, 0.99), 2),
-                lat=round(self.lat, 6),
-                lon=round(self.lon, 6),
+        if self.rng.random() < self.detections_per_h * dt_s / 3600:
+            self.detect(
+                ts, weighted_choice(self.rng, SCENES), round(self.rng.uniform(0.5, 0.99), 2)
             )
+
+    def detect(self, ts: int, scene: str, confidence: float) -> None:
+        """Report one of the seven scenes where the robot is now."""
+        self.send_event(
+            ts,
+            "detection",
+            scene=scene,
+            confidence=confidence,
+            lat=round(self.lat, 6),
+            lon=round(self.lon, 6),
+        )
 
     # --- telemetry and commands -----------------------------------------------
 
     def telemetry(self, ts: int) -> dict[str, Any]:
         """Mode, battery, position, speed and progress along the route."""
         self._move(ts)
-        active = self.mode in ("patrolling", "returning")
+        moving = self.mode in ("patrolling", "returning") and not self.stuck
         fields: dict[str, Any] = {
             "mode": self.mode,
             "battery_pct": int(self.battery),
             "lat": round(self.lat, 6),
             "lon": round(self.lon, 6),
-            "speed_mps": SPEED_MPS if active else 0.0,
+            "speed_mps": SPEED_MPS if moving else 0.0,
         }
         if self.mode == "patrolling":
             fields["route_id"] = self.route["id"]
@@ -198,3 +223,26 @@ class SimulatedPatrolRobot(SimulatedDevice):
             return "battery too low"
         self.start_patrol(ts, route)
         return None
+
+    # --- faults (scripted by scenarios) -----------------------------------------------
+
+    def get_stuck(self, ts: int) -> None:
+        """A wheel is caught (a kerb, a cable): it stays put but believes it is patrolling."""
+        self._move(ts)
+        self.stuck = True
+
+    def free(self, ts: int) -> None:
+        """It gets loose and carries on."""
+        self._move(ts)
+        self.stuck = False
+
+    def drain_to(self, ts: int, pct: float) -> None:
+        """A failing cell: the battery drops to ``pct`` at once."""
+        self._move(ts)
+        self.battery = min(self.battery, pct)
+
+    def skip_checkpoints(self, ts: int, checkpoint_ids: frozenset[str]) -> None:
+        """Some checkpoints cannot be reached (a blocked lane) until ``skip_checkpoints`` again."""
+        self._move(ts)
+        self.skipped = checkpoint_ids
+        self.path = [p for p in self.path if p.checkpoint_id not in checkpoint_ids]
