@@ -1,39 +1,15 @@
-"""Build paho-mqtt 2.x clients from a broker URL (``mqtt://user:pass@host:port``, ``mqtts://``)."""
+"""Build paho-mqtt 2.x clients for a broker address (``mqtt://user:pass@host:port``, ``mqtts://``)."""
 
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    """Where the broker is and how to log in."""
-
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def from_url(cls, url: str) -> BrokerAddress:
-        """Parse ``mqtt://[user[:pass]@]host[:port]`` (1883 / 8883 by default)."""
-        parts = urlsplit(url)
-        tls = parts.scheme == "mqtts"
-        return cls(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or (8883 if tls else 1883),
-            tls=tls,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-        )
+from broker.address import BrokerAddress
 
 
 def make_client(

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from broker.connection import BrokerAddress
+from broker.address import BrokerAddress
 
 log = logging.getLogger("gridwatch.broker")
 

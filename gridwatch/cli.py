@@ -81,7 +81,7 @@ def dashboards_push(
 @app.command()
 def ingest(verbose: Verbose = False) -> None:
     """Consume device messages from MQTT and store them in InfluxDB (runs until Ctrl-C)."""
-    from gridwatch.services import run_ingest
+    from ingest.main import run_ingest
 
     _logging(verbose)
     run_ingest(get_settings(), _stop_on_signals())

@@ -16,7 +16,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from broker.connection import BrokerAddress
+from broker.address import BrokerAddress
 from broker.subscriber import Delivery, Subscriber
 from gridwatch.clock import Clock
 from influx.client import BatchTooLarge, InfluxClient, InfluxRejected, InfluxUnavailable

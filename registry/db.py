@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
 # Any constant works: it only has to be the same in every process that migrates.
@@ -39,6 +40,9 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 def migrate(url: str) -> None:
     """Bring the database at ``url`` to the newest schema (``alembic upgrade head``)."""
+    # Imported here: services that only read the registry (ingest) need not load Alembic.
+    from alembic import command
+
     engine = make_engine(url)
     try:
         with engine.begin() as connection:
@@ -53,6 +57,8 @@ def migrate(url: str) -> None:
 
 def alembic_config() -> Config:
     """The Alembic configuration shipped inside the package (``registry/alembic.ini``)."""
+    from alembic.config import Config
+
     return Config(ALEMBIC_INI)
 
 
