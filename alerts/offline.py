@@ -62,11 +62,10 @@ class OfflineRule(Rule[OfflineParams, OfflineState]):
                 self._raise(ctx, obs.ts, cause)
             ctx.state = OfflineState(max(state.last_seen, obs.ts), active=True)
             return
-        seen = max(state.last_seen, obs.ts)
-        if obs.channel is Channel.STATUS:
-            # A (retained) "online" status means the connection is alive now: the
-            # broker would have replaced it with the last will otherwise.
-            seen = max(seen, ctx.clock_ms)
+        # Silence is measured from when a message came, in event time: a device whose
+        # clock runs behind, or a retained "online" status (the broker would have put
+        # the last will in its place if the connection had died), is alive now.
+        seen = max(state.last_seen, obs.ts, ctx.clock_ms)
         if state.active:
             ctx.clear()
         interval_ms = KINDS[obs.device.kind].telemetry_interval_s * 1000

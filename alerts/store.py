@@ -271,7 +271,9 @@ class AlertStore:
             base_url=self._base_url,
             told=list(dict.fromkeys(r.name for r in told)),
         )
-        people = recipients if alert.parent_id is None else []
+        # A member of a group (a lamp under its circuit) tells people nothing new, but
+        # whoever heard of it before the group formed hears that it is over.
+        people = recipients if alert.parent_id is None or transition == RESOLVED else []
         now = self._wall.now_ms()
         seen: set[tuple[str, str]] = set()
         for recipient in (book.control_room(), *people):

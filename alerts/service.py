@@ -1,0 +1,346 @@
+"""The alerts service: MQTT in (its own persistent session), alerts and notifications out.
+
+Threads:
+
+- paho's network thread queues each message with its MQTT id and arrival time;
+- the processor takes the queue in batches and runs them through the
+  ``AlertProcessor``: the rules, then in one SQL transaction the alerts,
+  transitions, owed notifications and rule states. Only after the commit does
+  it acknowledge the batch's messages, so a crash replays them instead of
+  losing what they changed. It also moves event time on with the wall clock,
+  but only once the stream has caught up (see ``_live_now``): a restart that
+  replays a backlog must not first find every device silent;
+- the dispatcher sends the outbox (``alerts.outbox``);
+- the exporter writes transitions to InfluxDB (``alerts.export``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from alerts.channels import standard_channels
+from alerts.directory import escalation_overrides, load_directory
+from alerts.engine import Engine, default_rules
+from alerts.export import TransitionExporter
+from alerts.outbox import Dispatcher, RetryPolicy
+from alerts.routing import Router
+from alerts.sql import Database
+from alerts.store import AlertStore, load_states, save_states
+from broker.address import BrokerAddress
+from broker.connection import make_client, persistent_session_properties
+from gridwatch.clock import Clock, WallClock
+from influx.client import InfluxClient, InfluxError
+from ingest.decode import Limits, Reason, Rejected
+
+log = logging.getLogger("gridwatch.alerts")
+
+SUBSCRIPTION = "sc/+/+/+/#"
+SESSION_EXPIRY_S = 7 * 86_400
+TICK_S = 1.0  # how often time moves on (timers, escalations) when no message comes
+UNKNOWN_DEVICE_RELOAD_S = 5.0
+
+
+class AlertProcessor:
+    """Messages (or the passing of time) → findings → alerts, notifications and states in SQL."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        base_url: str,
+        wall: Clock,
+        escalate_after_ms: int,
+        limits: Limits | None = None,
+    ) -> None:
+        self._database = database
+        rules = default_rules()
+        self.router = Router()
+        self.store = AlertStore(
+            rules, self.router, base_url=base_url, wall=wall, escalate_after_ms=escalate_after_ms
+        )
+        with database.read() as session:
+            directory = load_directory(session)
+            states = load_states(session)
+        self.engine = Engine(rules, directory, limits=limits)
+        self.store.set_escalation(escalation_overrides(directory))
+        restored = self.engine.restore(states)
+        log.info(
+            "alerts: %d devices in %d communities, %d rule states restored",
+            len(directory.devices), len(directory.sites), restored,
+        )  # fmt: skip
+
+    def reload_registry(self) -> None:
+        """Use the registry as it is now (devices, communities, settings, staff)."""
+        with self._database.read() as session:
+            directory = load_directory(session)
+        self.engine.use_directory(directory)
+        self.router.invalidate()
+        self.store.set_escalation(escalation_overrides(directory))
+
+    def process(self, messages: Iterable[tuple[str, bytes, int]], now_ms: int | None = None) -> int:
+        """Run messages (topic, payload, arrival ms), then move time to ``now_ms``; commit.
+
+        Returns how many messages named a device the registry does not know.
+        """
+        unknown = 0
+        for topic, payload, received_ms in messages:
+            outcome = self.engine.handle(topic, payload, received_ms)
+            if isinstance(outcome, Rejected) and outcome.reason is Reason.UNKNOWN_DEVICE:
+                unknown += 1
+        if now_ms is not None:
+            self.engine.advance(now_ms)
+        findings = self.engine.take_findings()
+        changes = self.engine.take_changes()
+        with self._database.write() as session:
+            self.store.apply(session, findings)
+            save_states(session, changes)
+            self.store.escalate(session, self.engine.now_ms)
+        return unknown
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    """How the alerts service connects, batches, decides it is live, and sends."""
+
+    broker: BrokerAddress
+    client_id: str = "gridwatch-alerts"
+    base_url: str = "http://127.0.0.1:18000"
+    escalate_after_ms: int = 15 * 60_000
+    batch_size: int = 2000
+    flush_ms: int = 50
+    inflight: int = 2000
+    registry_refresh_s: float = 30.0
+    # Event time follows the wall once the newest ts seen is this close to it, or
+    # once nothing has arrived for idle_ms (the backlog is drained) ...
+    live_lag_ms: int = 60_000
+    idle_ms: int = 10_000
+    # ... and then stays this far behind it, for messages still on their way.
+    grace_ms: int = 5_000
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    send_timeout_s: float = 10.0
+    send_workers: int = 4
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(slots=True)
+class _Received:
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    received_ms: int
+
+
+class AlertService:
+    """The running service: ``start()``, then ``stop()``."""
+
+    def __init__(
+        self,
+        config: AlertsConfig,
+        database: Database,
+        influx: InfluxClient | None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or WallClock()
+        self._database = database
+        self.processor = self._new_processor()
+        self._client = make_client(config.broker, config.client_id, v5=True, manual_ack=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self._client.on_subscribe = lambda *_: self.subscribed.set()
+        self._http = httpx.Client(timeout=config.send_timeout_s)
+        channels = standard_channels(self._http, self.clock, self._publish)
+        self.dispatcher = Dispatcher(
+            database, channels, self.clock, policy=config.policy, workers=config.send_workers
+        )
+        self._queue: deque[_Received] = deque()
+        self._wake = threading.Condition()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._last_received = time.monotonic()
+        self._threads = [
+            threading.Thread(target=self._process_loop, name="alerts-process", daemon=True),
+            threading.Thread(
+                target=self.dispatcher.run, args=(self._stop,), name="alerts-send", daemon=True
+            ),
+        ]
+        if influx is not None:
+            exporter = TransitionExporter(influx)
+            self._threads.append(
+                threading.Thread(
+                    target=self._export_loop, args=(exporter,), name="alerts-export", daemon=True
+                )
+            )
+
+    def _new_processor(self) -> AlertProcessor:
+        return AlertProcessor(
+            self._database,
+            base_url=self.config.base_url,
+            wall=self.clock,
+            escalate_after_ms=self.config.escalate_after_ms,
+            limits=self.config.limits,
+        )
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect (persistent session) and start the threads."""
+        props = persistent_session_properties(SESSION_EXPIRY_S, self.config.inflight)
+        self._client.connect_async(
+            self.config.broker.host,
+            self.config.broker.port,
+            keepalive=30,
+            clean_start=False,
+            properties=props,
+        )
+        self._client.loop_start()
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Process what is queued, then stop sending and disconnect."""
+        self._stop.set()
+        with self._wake:
+            self._wake.notify()
+        self.dispatcher.wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self.dispatcher.close()
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._http.close()
+
+    # --- network thread -----------------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        properties: object,
+    ) -> None:
+        if reason.is_failure:
+            log.error("broker refused connection: %s", reason)
+            return
+        self._connected.set()
+        log.info("alerts connected to broker (session present: %s)", flags.session_present)
+        # retainHandling=1: retained statuses come once, when the subscription is new.
+        client.subscribe(SUBSCRIPTION, options=SubscribeOptions(qos=1, retainHandling=1))
+
+    def _on_disconnect(self, *args: Any) -> None:
+        self._connected.clear()
+        if not self._stop.is_set():
+            log.warning("alerts disconnected from broker; reconnecting")
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        received = _Received(
+            message.mid, message.qos, message.topic, bytes(message.payload), self.clock.now_ms()
+        )
+        with self._wake:
+            self._queue.append(received)
+            self._last_received = time.monotonic()
+            if len(self._queue) >= self.config.batch_size:
+                self._wake.notify()
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        """Publish for the MQTT channel; raises if the broker did not take it."""
+        info = self._client.publish(topic, payload, qos=1)
+        info.wait_for_publish(timeout=self.config.send_timeout_s)
+        if not info.is_published():
+            raise RuntimeError("the broker did not acknowledge the publish in time")
+
+    # --- processor thread ---------------------------------------------------------
+
+    def _take_batch(self) -> list[_Received]:
+        deadline = time.monotonic() + self.config.flush_ms / 1000
+        with self._wake:
+            while len(self._queue) < self.config.batch_size and not self._stop.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._wake.wait(remaining)
+            n = min(len(self._queue), self.config.batch_size)
+            return [self._queue.popleft() for _ in range(n)]
+
+    def _live_now(self) -> int | None:
+        """The event time the wall clock vouches for, or None while catching up."""
+        if not self._connected.is_set():
+            return None  # our outage is no reason to call devices silent
+        wall = self.clock.now_ms()
+        idle_ms = (time.monotonic() - self._last_received) * 1000
+        newest = self.processor.engine.now_ms
+        if newest >= wall - self.config.live_lag_ms or idle_ms >= self.config.idle_ms:
+            return wall - self.config.grace_ms
+        return None
+
+    def _process_loop(self) -> None:
+        last_tick = last_reload = last_unknown_reload = time.monotonic()
+        while True:
+            stopping = self._stop.is_set()
+            batch = self._take_batch()
+            now = time.monotonic()
+            if now - last_reload >= self.config.registry_refresh_s:
+                last_reload = now
+                self._guarded(self.processor.reload_registry)
+            if batch or now - last_tick >= TICK_S:
+                last_tick = now
+                unknown = self._process(batch)
+                if unknown and now - last_unknown_reload >= UNKNOWN_DEVICE_RELOAD_S:
+                    last_unknown_reload = now  # maybe just registered: look again, not too often
+                    self._guarded(self.processor.reload_registry)
+            if stopping and not self._queue:
+                return
+
+    def _process(self, batch: list[_Received]) -> int:
+        messages = [(r.topic, r.payload, r.received_ms) for r in batch]
+        try:
+            unknown = self.processor.process(messages, self._live_now())
+        except Exception:
+            # Nothing of the batch was committed: start again from what SQL holds, and
+            # let the broker send the unacknowledged messages again.
+            log.exception("processing %d messages failed; restoring from SQL", len(batch))
+            self._guarded(self._recover)
+            return 0
+        for received in batch:
+            self._client.ack(received.mid, received.qos)
+        self.dispatcher.wake.set()
+        return unknown
+
+    def _recover(self) -> None:
+        self.processor = self._new_processor()
+        self._client.reconnect()
+
+    def _guarded(self, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except Exception:  # keep the last good state; the next round tries again
+            log.exception("alerts: %s failed", getattr(action, "__name__", action))
+
+    # --- exporter thread ----------------------------------------------------------
+
+    def _export_loop(self, exporter: TransitionExporter) -> None:
+        while not self._stop.wait(TICK_S):
+            try:
+                while True:
+                    with self._database.write() as session:
+                        if not exporter.export(session):
+                            break
+            except InfluxError as exc:
+                log.warning("writing alert events to InfluxDB failed (%s); retrying", exc)
+            except Exception:
+                log.exception("exporting alert events failed; retrying")
