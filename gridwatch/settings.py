@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     ingest_metrics_port: int = Field(18001, ge=0, le=65535, description="Prometheus; 0 = off")
     registry_refresh_s: float = Field(30.0, gt=0, description="how often ingest reloads devices")
 
+    alerts_client_id: str = Field("gridwatch-alerts", description="fixed id: persistent session")
+    alerts_base_url: str = Field("http://127.0.0.1:18000", description="links in notifications")
+    alerts_escalate_after_s: int = Field(900, ge=1, description="unacknowledged → managers")
+    alerts_send_attempts: int = Field(8, ge=1, le=100, description="tries per notification")
+    alerts_send_timeout_s: float = Field(10.0, gt=0, le=120, description="per HTTP attempt")
+
     grafana_url: str = Field("", description="an existing Grafana, for `gridwatch dashboards push`")
     grafana_token: str = Field("", description="its service-account token (dashboards: write)")
 
