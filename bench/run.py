@@ -12,44 +12,75 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import ingest_throughput, simulator_publish
+from bench import ingest_throughput as ingest
+from bench import simulator_publish
 from bench.common import median_of, private_stack
 
 REPS = 3
 INGEST_MESSAGES = 200_000
+BACKLOG_MESSAGES = 300_000
 SIMULATED_HOURS = 3.0
+
+
+def _row(what: str, unit: str, reps: list[float]) -> dict[str, object]:
+    print(f"{what}: " + ", ".join(f"{r:,.0f}" for r in reps) + f" {unit}", flush=True)
+    return {"what": what, "unit": unit, "reps": reps, "median": median_of(reps)}
 
 
 def main() -> None:
     """Run the benchmarks and print the table."""
     rows: list[dict[str, object]] = []
+    with_node_red = ingest.install_node_red()
     with private_stack() as stack:
         for qos in (0, 1):
             rates = []
-            for rep in range(REPS):
+            for _ in range(REPS):
                 n, seconds = simulator_publish.measure(stack, qos, SIMULATED_HOURS)
                 rates.append(n / seconds)
-                print(f"simulator QoS {qos} rep {rep + 1}: {n} msgs in {seconds:.1f} s", flush=True)
-            rows.append({"what": f"simulator publish, QoS {qos}", "unit": "msg/s", "reps": rates})
-        rates, rss = [], []
+            rows.append(_row(f"simulator publish, QoS {qos}", "msg/s", rates))
+        consumers = [ingest.GRIDWATCH] + ([ingest.NODE_RED] if with_node_red else [])
+        results: dict[str, tuple[list[float], list[float]]] = {c.name: ([], []) for c in consumers}
         for rep in range(REPS):
-            rate, peak_kib, seconds = ingest_throughput.measure(
-                stack, INGEST_MESSAGES, f"bench{rep}"
-            )
-            rates.append(rate)
-            rss.append(peak_kib / 1024)
-            print(f"ingest rep {rep + 1}: {INGEST_MESSAGES} msgs in {seconds:.1f} s", flush=True)
-        rows.append({"what": "ingest published->queryable, QoS 1", "unit": "msg/s", "reps": rates})
-        rows.append({"what": "ingest peak RSS during that run", "unit": "MiB", "reps": rss})
+            for consumer in consumers:  # interleaved, so drift on the machine hits both alike
+                rate, rss = ingest.throughput(
+                    stack, consumer, INGEST_MESSAGES, f"{consumer.name}{rep}".replace("-", "")
+                )
+                results[consumer.name][0].append(rate)
+                results[consumer.name][1].append(rss / 1024)
+        for name, (rates, rss) in results.items():
+            rows.append(_row(f"{name}: published -> queryable, QoS 1", "msg/s", rates))
+            rows.append(_row(f"{name}: peak RSS during that run", "MiB", rss))
+        if with_node_red:
+            ratios = [
+                g / n for g, n in zip(results["gridwatch"][0], results["node-red"][0], strict=True)
+            ]
+            rows.append(_row("gridwatch / Node-RED throughput", "x", ratios))
+        p50s, p99s = [], []
+        for rep in range(REPS):
+            p50, p99 = ingest.latency(stack, 5_000, 20, f"latency{rep}")
+            p50s.append(p50)
+            p99s.append(p99)
+        rows.append(_row("gridwatch publish -> queryable at 5,000 msg/s, p50", "ms", p50s))
+        rows.append(_row("gridwatch publish -> queryable at 5,000 msg/s, p99", "ms", p99s))
+        rss_backlog, drain = [], []
+        for rep in range(REPS):
+            rss, seconds = ingest.backlog_memory(stack, BACKLOG_MESSAGES, f"backlog{rep}")
+            rss_backlog.append(rss / 1024)
+            drain.append(BACKLOG_MESSAGES / seconds)
+        rows.append(
+            _row("gridwatch peak RSS, 300,000 messages waiting in the broker", "MiB", rss_backlog)
+        )
+        rows.append(_row("gridwatch drain of that backlog once InfluxDB is back", "msg/s", drain))
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=2))
     print("\n| what | median | 3 reps |\n| --- | --- | --- |")
     for row in rows:
         reps = [float(r) for r in row["reps"]]  # type: ignore[attr-defined]
+        digits = 2 if row["unit"] == "x" else 0
         print(
-            f"| {row['what']} | {median_of(reps):,.0f} {row['unit']} | "
-            + ", ".join(f"{r:,.0f}" for r in reps)
+            f"| {row['what']} | {median_of(reps):,.{digits}f} {row['unit']} | "
+            + ", ".join(f"{r:,.{digits}f}" for r in reps)
             + " |"
         )
 

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from broker.address import BrokerAddress
 
@@ -140,6 +141,17 @@ def puback_packets(packet_ids: Iterable[int]) -> bytes:
     return b"".join(b"\x40\x02" + struct.pack("!H", pid) for pid in packet_ids)
 
 
+class Ackable(Protocol):
+    """Whatever identifies a received message for its PUBACK (a Delivery, or a slimmer record)."""
+
+    @property
+    def qos(self) -> int: ...
+    @property
+    def packet_id(self) -> int: ...
+    @property
+    def generation(self) -> int: ...
+
+
 class Subscriber:
     """One persistent MQTT 5 session on one topic filter, read by its own thread."""
 
@@ -193,7 +205,7 @@ class Subscriber:
 
     # --- acknowledgements (any thread) -----------------------------------------------
 
-    def ack(self, deliveries: Iterable[Delivery]) -> None:
+    def ack(self, deliveries: Iterable[Ackable]) -> None:
         """Acknowledge, in the given order, the QoS 1 deliveries of the current connection.
 
         Deliveries from an earlier connection are skipped: the broker has

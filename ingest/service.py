@@ -55,8 +55,19 @@ class IngestConfig:
 
 @dataclass(slots=True)
 class _Pending:
-    delivery: Delivery
-    outcome: Outcome
+    """A received message until it is acknowledged: only what the write and the ack need.
+
+    Kept small on purpose: up to ``inflight`` of these are held at once.
+    """
+
+    qos: int
+    packet_id: int
+    generation: int
+    kind: str
+    topic: str
+    line: str | None  # the point to write, for an accepted message
+    rejection: Rejected | None
+    payload: bytes  # kept only for a rejected message, for its dead letter
     received: float  # time.monotonic() at arrival
     arrival_ns: int  # unique: the dead letter's timestamp if it comes to that
 
@@ -141,7 +152,19 @@ class Ingestor:
             limits=self.config.limits,
         )
         self._count(outcome, delivery.topic)
-        pending = _Pending(delivery, outcome, time.monotonic(), self._arrivals.stamp())
+        rejected = outcome if isinstance(outcome, Rejected) else None
+        pending = _Pending(
+            delivery.qos,
+            delivery.packet_id,
+            delivery.generation,
+            outcome.kind if not isinstance(outcome, Ignored) else "",
+            delivery.topic,
+            outcome.line if isinstance(outcome, Accepted) else None,
+            rejected,
+            delivery.payload if rejected else b"",
+            time.monotonic(),
+            self._arrivals.stamp(),
+        )
         with self._wake:
             self._queue.append(pending)
             if len(self._queue) >= self.config.batch_size:
@@ -196,7 +219,7 @@ class Ingestor:
         backoff = 0.5
         while True:
             try:
-                refused = self._write_points([p for p in batch if isinstance(p.outcome, Accepted)])
+                refused = self._write_points([p for p in batch if p.line is not None])
                 self._write_dead_letters(batch, refused)
                 self._influx_state(up=True)
                 break
@@ -211,16 +234,12 @@ class Ingestor:
                     give_up_on_outage = True
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         for pending, rejection in refused:
-            self._count_rejection(rejection, pending.delivery.topic)
+            self._count_rejection(rejection, pending.topic)
         refused_ids = {id(p) for p, _ in refused}
-        written = Counter(
-            p.outcome.kind
-            for p in batch
-            if isinstance(p.outcome, Accepted) and id(p) not in refused_ids
-        )
+        written = Counter(p.kind for p in batch if p.line is not None and id(p) not in refused_ids)
         for kind, n in written.items():
             self.metrics.written.labels(kind).inc(n)
-        self._subscriber.ack(p.delivery for p in batch)
+        self._subscriber.ack(batch)
         self._writing = []
 
     def _influx_state(self, *, up: bool, why: str = "") -> None:
@@ -236,16 +255,8 @@ class Ingestor:
     def _write_dead_letters(
         self, batch: list[_Pending], refused: list[tuple[_Pending, Rejected]]
     ) -> None:
-        lines = [
-            self._dead_letter(p, p.outcome, p.delivery.payload)
-            for p in batch
-            if isinstance(p.outcome, Rejected)
-        ]
-        lines += [
-            self._dead_letter(p, r, p.outcome.line.encode())
-            for p, r in refused
-            if isinstance(p.outcome, Accepted)
-        ]
+        lines = [self._dead_letter(p, p.rejection, p.payload) for p in batch if p.rejection]
+        lines += [self._dead_letter(p, r, (p.line or "").encode()) for p, r in refused]
         if lines:
             self.influx.write("\n".join(lines).encode(), precision="ns")
 
@@ -254,7 +265,7 @@ class Ingestor:
         return dead_letter_line(
             reason=rejection.reason.value,
             kind=rejection.kind,
-            topic=pending.delivery.topic,
+            topic=pending.topic,
             detail=rejection.detail,
             payload=payload,
             arrival_ns=pending.arrival_ns,
@@ -274,14 +285,13 @@ class Ingestor:
         """
         if not pending:
             return []
-        accepted = [p.outcome for p in pending if isinstance(p.outcome, Accepted)]
         started = time.perf_counter()
         try:
-            self.influx.write("\n".join(a.line for a in accepted).encode())
+            self.influx.write("\n".join(p.line or "" for p in pending).encode())
         except (BatchTooLarge, InfluxRejected) as exc:
             if len(pending) == 1:
                 return [
-                    (pending[0], Rejected(Reason.INFLUX_REJECTED, exc.message, accepted[0].kind))
+                    (pending[0], Rejected(Reason.INFLUX_REJECTED, exc.message, pending[0].kind))
                 ]
             # Writes are idempotent (same series and ts overwrite), so re-sending the
             # halves that InfluxDB had already taken costs time, never duplicates.
@@ -290,5 +300,5 @@ class Ingestor:
         elapsed = time.perf_counter() - started
         self.metrics.write_seconds.observe(elapsed)
         self.report.write_ms_max = max(self.report.write_ms_max, elapsed * 1000)
-        self.metrics.batch_size.observe(len(accepted))
+        self.metrics.batch_size.observe(len(pending))
         return []
