@@ -234,9 +234,16 @@ def sent_text(channel: str, content: Mapping[str, Any]) -> str:
 # --- the community of the cases -----------------------------------------------------
 
 
-def community_document(stand_in: StandIn, settings: Mapping[str, Any] | None = None) -> Any:
-    """tests/alerts_cases/community.yaml with its URLs on the stand-in; secrets shared with it."""
+def community_document(
+    stand_in: StandIn, settings: Mapping[str, Any] | None = None, community: str = "zjxc"
+) -> Any:
+    """tests/alerts_cases/community.yaml, its URLs on the stand-in, secrets shared with it.
+
+    ``community`` renames the community and its devices (zjxc-door-b03-u2 → <id>-door-b03-u2),
+    so a test on the shared broker sees nobody else's messages.
+    """
     raw = COMMUNITY_FILE.read_text(encoding="utf-8").replace("{http}", stand_in.url)
+    raw = raw.replace("zjxc", community)
     document = yaml.safe_load(raw)
     document["community"]["settings"] = {"alerts": dict(settings or {})}
     people = [*document.get("managers", [])]
@@ -250,11 +257,14 @@ def community_document(stand_in: StandIn, settings: Mapping[str, Any] | None = N
 
 
 def import_community(
-    sessions: sessionmaker[Session], stand_in: StandIn, settings: Mapping[str, Any] | None = None
+    sessions: sessionmaker[Session],
+    stand_in: StandIn,
+    settings: Mapping[str, Any] | None = None,
+    community: str = "zjxc",
 ) -> None:
     """Load the cases' community into the registry."""
     with sessions.begin() as session:
-        import_document(session, community_document(stand_in, settings))
+        import_document(session, community_document(stand_in, settings, community))
 
 
 # --- golden cases -------------------------------------------------------------------

@@ -1,0 +1,204 @@
+"""The alerts service on real Mosquitto and influxd: MQTT in, webhooks, control room, InfluxDB."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import select
+
+from alerts.models import Alert, AlertNotification, AlertRuleState
+from alerts.service import AlertsConfig, AlertService
+from alerts.sql import Database
+from alerts.store import AlertStore
+from broker.address import BrokerAddress
+from gridwatch.clock import WallClock
+from influx.client import InfluxClient
+from registry.db import make_engine, make_sessionmaker, migrate
+from stack.servers import Mosquitto
+from tests.alerts_cases.harness import StandIn, import_community
+
+pytestmark = pytest.mark.integration
+
+DOOR_READING = {"locked": True, "open": False, "rssi_dbm": -61, "temp_c": 9.0}
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 20) -> Any:
+    """Poll until ``condition()`` is truthy; return it."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return value
+
+
+class Site:
+    """A community of the test's own on the shared broker, its database and its stand-in."""
+
+    def __init__(self, tmp_path: Path, stand_in: StandIn, mosquitto: Mosquitto) -> None:
+        self.id = f"svc{uuid.uuid4().hex[:8]}"
+        self.stand_in = stand_in
+        url = f"sqlite:///{tmp_path / 'alerts.db'}"
+        migrate(url)
+        self.database = Database(make_sessionmaker(make_engine(url)))
+        import_community(
+            self.database.sessions, stand_in, {"door.held_open": {"after_s": 3}}, self.id
+        )
+        self.broker = BrokerAddress.from_url(mosquitto.url)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.control_room: list[dict[str, Any]] = []
+        self.client.on_message = lambda c, u, m: self.control_room.append(json.loads(m.payload))
+        self.client.connect(self.broker.host, self.broker.port)
+        self.client.subscribe(f"sc/{self.id}/alerts", qos=1)
+        self.client.loop_start()
+
+    def service(self, influx: InfluxClient | None) -> AlertService:
+        """A started alerts service with the site's own persistent session."""
+        config = AlertsConfig(broker=self.broker, client_id=f"alerts-{self.id}", flush_ms=20)
+        service = AlertService(config, self.database, influx)
+        service.start()
+        assert service.subscribed.wait(10)
+        return service
+
+    def publish(self, device: str, channel: str, seq: int, **payload: Any) -> int:
+        """Publish as the device, now; returns the ts."""
+        ts = WallClock().now_ms()
+        body = {"ts": ts, "seq": seq, **payload}
+        kind = device.split("-")[0]
+        topic = f"sc/{self.id}/{ {'lamp': 'streetlight', 'wm': 'water_meter'}.get(kind, kind) }"
+        self.client.publish(f"{topic}/{self.id}-{device}/{channel}", json.dumps(body), qos=1)
+        return ts
+
+    def alerts(self) -> list[Alert]:
+        """Every alert, oldest first."""
+        with self.database.read() as session:
+            return list(session.scalars(select(Alert).order_by(Alert.id)))
+
+    def state(self, rule: str, key: str) -> AlertRuleState | None:
+        """A persisted rule state, read afresh."""
+        with self.database.read() as session:
+            return session.get(AlertRuleState, (rule, key))
+
+    def close(self) -> None:
+        """Disconnect the test's client."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def site(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Site]:
+    """A fresh site with its HTTP stand-in."""
+    with StandIn() as stand_in:
+        site = Site(tmp_path, stand_in, mosquitto)
+        yield site
+        site.close()
+
+
+def test_a_forced_door_reaches_every_channel_and_influxdb(
+    site: Site, influx_db: InfluxClient
+) -> None:
+    service = site.service(influx_db)
+    try:
+        site.publish("door-b03-u2", "telemetry", 1, **DOOR_READING)
+        forced_at = site.publish("door-b03-u2", "event", 2, event="forced_open")
+        paths = {"/dingtalk/g1", "/webhook/g1", "/wecom/g1", "/sms"}
+        wait_for(lambda: {r.path for r in site.stand_in.requests} == paths)
+        (opened,) = wait_for(lambda: site.control_room)
+        rows = wait_for(lambda: influx_db.query('SELECT * FROM "alert_event"'))
+    finally:
+        service.stop()
+    assert all(not r.problem for r in site.stand_in.requests)
+    assert (opened["rule"], opened["transition"], opened["at_ms"]) == (
+        "door.forced",
+        "opened",
+        forced_at,
+    )
+    (point,) = rows[0].records()
+    assert point == {
+        "time": forced_at,
+        "alert_id": "1",
+        "community": site.id,
+        "device_id": f"{site.id}-door-b03-u2",
+        "kind": "door",
+        "open": 1,
+        "place": "张家新村 3号楼2单元",
+        "rule": "door.forced",
+        "severity": "critical",
+        "subject": f"{site.id}-door-b03-u2",
+        "title": "单元门被强行打开",
+        "transition": "opened",
+    }
+    tags = {row[0] for s in influx_db.query('SHOW TAG KEYS FROM "alert_event"') for row in s.values}
+    assert tags == {"community", "rule", "severity", "kind", "transition"}
+    fields = {
+        row[0]: row[1]
+        for s in influx_db.query('SHOW FIELD KEYS FROM "alert_event"')
+        for row in s.values
+    }
+    assert fields == {
+        "alert_id": "string",
+        "device_id": "string",
+        "subject": "string",
+        "place": "string",
+        "title": "string",
+        "open": "integer",
+    }
+
+
+def test_a_restart_in_an_absence_window_fires_on_time_and_repeats_nothing(site: Site) -> None:
+    first = site.service(None)
+    opened_at = site.publish("door-b08-u1", "event", 1, event="open")
+    wait_for(lambda: site.state("door.held_open", f"{site.id}-door-b08-u1"))
+    first.stop()
+    # While the service is down the door reports again; the broker keeps it for the session.
+    site.publish("door-b08-u1", "telemetry", 2, **{**DOOR_READING, "locked": False, "open": True})
+    time.sleep(3.5)
+    second = site.service(None)
+    try:
+        (alert,) = wait_for(site.alerts)
+        wait_for(lambda: len(site.stand_in.requests) == 1)
+        time.sleep(1.0)  # room for a duplicate, were there one
+    finally:
+        second.stop()
+    assert (alert.rule, alert.opened_ms, alert.since_ms) == (
+        "door.held_open",
+        opened_at + 3000,
+        opened_at,
+    )
+    assert [r.path for r in site.stand_in.requests] == ["/wecom/g2"]
+    assert [(e["rule"], e["transition"]) for e in site.control_room] == [
+        ("door.held_open", "opened")
+    ]
+
+
+def test_a_failed_commit_is_not_acknowledged_and_the_message_comes_back(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_apply = AlertStore.apply
+    failures = [RuntimeError("database went away")]
+
+    def flaky_apply(self: AlertStore, session: Any, findings: Any) -> None:
+        if findings and failures:
+            raise failures.pop()
+        real_apply(self, session, findings)
+
+    monkeypatch.setattr(AlertStore, "apply", flaky_apply)
+    service = site.service(None)
+    try:
+        site.publish("wm-b03-u2-501", "event", 1, event="tamper")
+        (alert,) = wait_for(site.alerts)
+        wait_for(lambda: len(site.stand_in.requests) == 4)
+    finally:
+        service.stop()
+    assert not failures  # it did fail once
+    assert alert.rule == "water.tamper" and alert.occurrences == 1
+    with site.database.read() as session:
+        channels = sorted(n.channel for n in session.scalars(select(AlertNotification)))
+    assert channels == ["dingtalk", "mqtt", "sms", "webhook", "wecom"]
