@@ -23,7 +23,8 @@ SIMULATED_HOURS = 3.0
 
 
 def _row(what: str, unit: str, reps: list[float]) -> dict[str, object]:
-    print(f"{what}: " + ", ".join(f"{r:,.0f}" for r in reps) + f" {unit}", flush=True)
+    digits = 2 if unit == "x" else 0
+    print(f"{what}: " + ", ".join(f"{r:,.{digits}f}" for r in reps) + f" {unit}", flush=True)
     return {"what": what, "unit": unit, "reps": reps, "median": median_of(reps)}
 
 
