@@ -64,7 +64,7 @@ def _matches(alert: Alert, expected: ExpectedAlert) -> bool:
     )
 
 
-def _describe(alerts: list[Any]) -> list[tuple[str, str, str, str]]:
+def _describe(alerts: list[Any]) -> list[tuple[str, str | None, str, str]]:
     def at(ms: int) -> str:
         return datetime.fromtimestamp(ms / 1000, LOCAL).isoformat(timespec="seconds")
 
