@@ -58,7 +58,7 @@ def main() -> None:
             rows.append(_row("gridwatch / Node-RED throughput", "x", ratios))
         p50s, p99s = [], []
         for rep in range(REPS):
-            p50, p99 = ingest.latency(stack, 5_000, 20, f"latency{rep}")
+            p50, p99 = ingest.latency(stack, 5_000, 12, f"latency{rep}")
             p50s.append(p50)
             p99s.append(p99)
         rows.append(_row("gridwatch publish -> queryable at 5,000 msg/s, p50", "ms", p50s))
