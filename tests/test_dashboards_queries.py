@@ -79,10 +79,10 @@ class Night:
 
 
 def window() -> tuple[int, int]:
-    """21:00 to 03:00 local time, the last such night that ended over an hour ago."""
+    """21:00 to 03:00 local time, the last such night that ended (no ts in the future)."""
     now = datetime.now(TZ)
     end = now.replace(hour=3, minute=0, second=0, microsecond=0)
-    if end > now - timedelta(hours=1):
+    if end > now - timedelta(minutes=5):
         end -= timedelta(days=1)
     start = end - timedelta(hours=HOURS)
     return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
@@ -296,6 +296,10 @@ def substitute(query: str, night: Night, variables: dict[str, str]) -> str:
         assert name in values, f"${name} is not a variable of the dashboard: {query}"
         return values[name]
 
+    # The dashboard as seen just after the simulated night: panels that look back from
+    # now() (e.g. the last 24 h) would otherwise miss a night that ended 24 h ago.
+    seen_at = f"{night.end_ms + 60_000}ms"
+    query = query.replace("now()", seen_at)
     return re.sub(r"\$(?:\{(?P<braced>\w+)\}|(?P<plain>\w+))", replace, query)
 
 
