@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
@@ -17,6 +18,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_MQTT_PORT = 11883
 DEFAULT_INFLUX_PORT = 18086
 DEFAULT_API_PORT = 18000
+DEVELOPMENT: Final = "development"
+# The API signs bearer tokens with this key: HS256 wants at least 256 bits.
+MIN_SECRET_LENGTH = 32
+
+
+class MissingSecretError(RuntimeError):
+    """A secret that has no usable default outside development mode was not set."""
 
 
 class Settings(BaseSettings):
@@ -24,6 +32,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GW_", extra="ignore")
 
+    env: Literal["development", "production"] = Field(
+        DEVELOPMENT, description="development (make run): secrets may be made up; else required"
+    )
     state_dir: Path = Field(Path(".gridwatch"), description="where the local stack keeps its state")
     mqtt_url: str = Field(f"mqtt://127.0.0.1:{DEFAULT_MQTT_PORT}", description="broker URL")
     influx_url: str = Field(f"http://127.0.0.1:{DEFAULT_INFLUX_PORT}", description="InfluxDB URL")
@@ -34,6 +45,12 @@ class Settings(BaseSettings):
     database_url: str = Field("", description="SQLAlchemy URL; default: SQLite under state_dir")
     api_host: str = "127.0.0.1"
     api_port: int = DEFAULT_API_PORT
+    api_secret_key: str = Field("", description="signs bearer tokens; required in production")
+    api_token_ttl_s: int = Field(8 * 3600, ge=60, le=30 * 24 * 3600, description="token lifetime")
+    api_client_id: str = Field("gridwatch-api", description="fixed id: the cmd_ack session")
+    api_command_ttl_s: int = Field(60, ge=1, le=24 * 3600, description="default command expiry")
+    api_history_max_points: int = Field(20_000, ge=100, le=1_000_000, description="per request")
+    api_history_max_days: int = Field(31, ge=1, le=3650, description="longest history range")
 
     ts_max_future_s: int = Field(600, description="reject ts further in the future than this")
     ts_max_age_s: int = Field(7 * 24 * 3600, description="reject ts older than this")
@@ -64,6 +81,27 @@ class Settings(BaseSettings):
         if urlsplit(value).scheme not in {"mqtt", "mqtts", "tcp"}:
             raise ValueError("GW_MQTT_URL must look like mqtt://host:port or mqtts://host:port")
         return value
+
+    @field_validator("api_secret_key")
+    @classmethod
+    def _strong_secret(cls, value: str) -> str:
+        if value and len(value) < MIN_SECRET_LENGTH:
+            raise ValueError(f"GW_API_SECRET_KEY must have at least {MIN_SECRET_LENGTH} characters")
+        return value
+
+    @property
+    def development(self) -> bool:
+        """True in development mode (``make run``), where secrets may be made up."""
+        return self.env == DEVELOPMENT
+
+    def required_api_secret(self) -> str:
+        """GW_API_SECRET_KEY, or ``MissingSecretError`` outside development when it is unset."""
+        if not self.api_secret_key and not self.development:
+            raise MissingSecretError(
+                "GW_API_SECRET_KEY is not set: outside development mode (GW_ENV=production) the "
+                "API has no default secret; generate one with `openssl rand -hex 32`"
+            )
+        return self.api_secret_key
 
     @property
     def sql_url(self) -> str:
