@@ -1,29 +1,88 @@
-"""What the API holds open for its lifetime: SQL, InfluxDB and a broker connection."""
+"""What the API holds open for its lifetime: SQL, InfluxDB, the broker, and its caches."""
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import paho.mqtt.client as mqtt
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker.connection import BrokerAddress, make_client
+from alerts.sql import Database
+from api.access import GridMaps, Principal
+from api.dispatch import Dispatcher
+from api.live import ALERTS_FILTER, STATUS_FILTER, LiveHub
+from api.metrics import ApiMetrics
+from api.security import Tokens
+from broker.address import BrokerAddress
+from broker.connection import make_client
+from gridwatch.clock import Clock, WallClock
 from gridwatch.settings import Settings
 from influx.client import InfluxClient
 from registry.db import make_engine, make_sessionmaker
 
+# A credential's user, role and grids are re-read from SQL after this long, so a
+# deactivated user or a revoked key stops working within it (at once on this replica).
+PRINCIPAL_TTL_S = 10.0
+
+V = TypeVar("V")
+
+
+class TtlCache(Generic[V]):
+    """A small thread-safe map whose entries expire after ``ttl_s``."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
+        self._ttl_s = ttl_s
+        self._max = max_entries
+        self._entries: dict[str, tuple[float, V]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> V | None:
+        """The value, unless absent or expired."""
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None or time.monotonic() - entry[0] > self._ttl_s:
+            return None
+        return entry[1]
+
+    def put(self, key: str, value: V) -> None:
+        """Remember ``value``; when full, start afresh rather than grow."""
+        with self._lock:
+            if len(self._entries) >= self._max:
+                self._entries.clear()
+            self._entries[key] = (time.monotonic(), value)
+
+    def clear(self) -> None:
+        """Forget everything (a user or key changed)."""
+        with self._lock:
+            self._entries.clear()
+
 
 class BrokerLink:
-    """A long-lived broker connection: its state is the API's view of broker health."""
+    """A long-lived broker connection (clean session): commands out, live events in.
 
-    def __init__(self, address: BrokerAddress, client_id: str) -> None:
-        self.client: mqtt.Client = make_client(address, client_id)
+    Its state is the API's view of broker health.
+    """
+
+    def __init__(self, address: BrokerAddress, on_message: LiveHub) -> None:
+        # An empty client id: paho makes a random one, so replicas never collide.
+        self.client: mqtt.Client = make_client(address, "")
         self.connected = threading.Event()
-        self.client.on_connect = lambda *_: self.connected.set()
+        self._hub = on_message
+        self.client.on_connect = self._connected
         self.client.on_disconnect = lambda *_: self.connected.clear()
+        self.client.on_message = self._message
         self.client.connect_async(address.host, address.port, keepalive=30)
         self.client.loop_start()
+
+    def _connected(self, client: mqtt.Client, *_: object) -> None:
+        client.subscribe([(ALERTS_FILTER, 0), (STATUS_FILTER, 0)])
+        self.connected.set()
+
+    def _message(self, _client: mqtt.Client, _data: object, message: mqtt.MQTTMessage) -> None:
+        self._hub.on_message(message.topic, bytes(message.payload), bool(message.retain))
 
     def close(self) -> None:
         """Disconnect and stop the network thread."""
@@ -33,19 +92,46 @@ class BrokerLink:
 
 @dataclass
 class AppState:
-    """Connections shared by every request."""
+    """Connections and caches shared by every request."""
 
     settings: Settings
+    clock: Clock
     sessions: sessionmaker[Session]
+    database: Database
     influx: InfluxClient
+    tokens: Tokens
+    metrics: ApiMetrics
+    principals: TtlCache[Principal]
+    grid_maps: GridMaps
+    live: LiveHub
     broker: BrokerLink
+    dispatcher: Dispatcher
 
     @classmethod
-    def open(cls, settings: Settings) -> AppState:
-        """Open the connections named by the settings."""
+    def open(cls, settings: Settings, metrics: ApiMetrics) -> AppState:
+        """Open the connections named by the settings (refuses missing production secrets)."""
+        tokens = Tokens.from_settings(settings)
+        sessions = make_sessionmaker(make_engine(settings.sql_url))
+        database = Database(sessions)
+        clock = WallClock()
+        grid_maps = GridMaps()
+        live = LiveHub(sessions, grid_maps)
+        address = BrokerAddress.from_url(settings.mqtt_url)
+        broker = BrokerLink(address, live)
+        dispatcher = Dispatcher(
+            database,
+            clock,
+            broker.client,
+            address,
+            settings.api_client_id,
+            on_status=lambda _cmd, status: metrics.commands.labels(status.value).inc(),
+        )
+        dispatcher.start()
         return cls(
             settings=settings,
-            sessions=make_sessionmaker(make_engine(settings.sql_url)),
+            clock=clock,
+            sessions=sessions,
+            database=database,
             influx=InfluxClient(
                 settings.influx_url,
                 settings.influx_db,
@@ -53,10 +139,22 @@ class AppState:
                 password=settings.influx_password,
                 timeout=5.0,
             ),
-            broker=BrokerLink(BrokerAddress.from_url(settings.mqtt_url), "gridwatch-api"),
+            tokens=tokens,
+            metrics=metrics,
+            principals=TtlCache(PRINCIPAL_TTL_S),
+            grid_maps=grid_maps,
+            live=live,
+            broker=broker,
+            dispatcher=dispatcher,
         )
+
+    def registry_changed(self) -> None:
+        """Drop what was derived from the registry or the users (this replica's caches)."""
+        self.grid_maps.invalidate()
+        self.principals.clear()
 
     def close(self) -> None:
         """Close everything."""
+        self.dispatcher.close()
         self.broker.close()
         self.influx.close()

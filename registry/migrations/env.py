@@ -10,6 +10,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 import alerts.models  # noqa: F401  (registers the alert tables on Base.metadata)
+import api.models  # noqa: F401  (registers the API's tables: users, API keys, commands)
 from gridwatch.settings import get_settings
 from registry.db import make_engine
 from registry.models import Base

@@ -1,0 +1,332 @@
+"""Alerts: list and filter, read with history and notifications, acknowledge, comment, resolve.
+
+People's actions go through the alerts service's own store (``alerts.store``),
+so an acknowledgement from the API is the same transition, with the same
+notifications and InfluxDB export, as one from the CLI.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session, selectinload
+
+from alerts.engine import default_rules
+from alerts.models import SEVERITIES, STATUSES, Alert, AlertNotification
+from alerts.routing import Router
+from alerts.store import AlertError, AlertStore
+from api.access import Principal
+from api.crud import Page, in_community, mask_phone, paginate
+from api.deps import (
+    Actor,
+    CommunityQuery,
+    CurrentUser,
+    PagingDep,
+    RowId,
+    SessionDep,
+    StateDep,
+)
+from api.state import AppState
+from devices.contract import EPOCH_MS_MAX
+from registry.models import Grid
+
+router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+
+Ms = Annotated[int, Field(ge=0, le=EPOCH_MS_MAX)]
+Note = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class AlertPublic(BaseModel):
+    """An alert: what, where, since when, and where it stands."""
+
+    id: int
+    community: str
+    rule: str
+    kind: str
+    severity: str
+    status: str
+    title: str
+    action: str
+    place: str
+    grid: str | None
+    device_id: str
+    subject: str
+    occurrences: int
+    since_ms: int
+    opened_ms: int
+    last_ms: int
+    acknowledged_ms: int | None
+    acknowledged_by: str | None
+    escalated_ms: int | None
+    resolved_ms: int | None
+    resolved_by: str | None
+    parent_id: int | None
+    facts: dict[str, Any]
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "id": 12,
+                    "community": "zjxc",
+                    "rule": "door.forced",
+                    "kind": "door",
+                    "severity": "critical",
+                    "status": "open",
+                    "title": "单元门被强行打开",
+                    "action": "请立即到现场查看，确认有无人员强行闯入；必要时报警（110）。",
+                    "place": "张家新村 3号楼2单元",
+                    "grid": "第一网格",
+                    "device_id": "zjxc-door-b03-u2",
+                    "subject": "zjxc-door-b03-u2",
+                    "occurrences": 1,
+                    "since_ms": 1795189230000,
+                    "opened_ms": 1795189230000,
+                    "last_ms": 1795189230000,
+                    "acknowledged_ms": None,
+                    "acknowledged_by": None,
+                    "escalated_ms": None,
+                    "resolved_ms": None,
+                    "resolved_by": None,
+                    "parent_id": None,
+                    "facts": {},
+                }
+            ]
+        }
+    }
+
+
+class TransitionPublic(BaseModel):
+    """A step of the alert's life."""
+
+    transition: str
+    at_ms: int
+    by: str
+    note: str | None
+
+
+class CommentPublic(BaseModel):
+    """A remark on the alert."""
+
+    at_ms: int
+    by: str
+    text: str
+
+
+class NotificationPublic(BaseModel):
+    """One message owed to one channel, and what became of it."""
+
+    transition: str
+    channel: str
+    recipient: str
+    target: str
+    status: str
+    attempts: int
+    sent_ms: int | None
+    last_error: str | None
+
+
+class AlertDetail(AlertPublic):
+    """An alert with its history, comments and notifications."""
+
+    transitions: list[TransitionPublic]
+    comments: list[CommentPublic]
+    notifications: list[NotificationPublic]
+
+
+class NoteBody(BaseModel):
+    """An optional note on an acknowledgement or resolution."""
+
+    note: Note | None = None
+
+
+class CommentBody(BaseModel):
+    """A remark."""
+
+    text: Annotated[str, Field(min_length=1, max_length=1000, examples=["门闭合器松动，已报修"])]
+
+
+def alert_public(row: Alert) -> AlertPublic:
+    """The public view of an alert row."""
+    return AlertPublic(
+        id=row.id,
+        community=row.community_id,
+        rule=row.rule,
+        kind=row.kind,
+        severity=row.severity,
+        status=row.status,
+        title=row.title,
+        action=row.action,
+        place=row.place,
+        grid=row.grid,
+        device_id=row.device_id,
+        subject=row.subject,
+        occurrences=row.occurrences,
+        since_ms=row.since_ms,
+        opened_ms=row.opened_ms,
+        last_ms=row.last_ms,
+        acknowledged_ms=row.acknowledged_ms,
+        acknowledged_by=row.acknowledged_by,
+        escalated_ms=row.escalated_ms,
+        resolved_ms=row.resolved_ms,
+        resolved_by=row.resolved_by,
+        parent_id=row.parent_id,
+        facts=row.facts,
+    )
+
+
+def _scoped(query: Select[Any], principal: Principal) -> Select[Any]:
+    # Alerts name the grid they were routed to; a grid worker sees those of their grids.
+    if principal.grid_scoped:
+        return query.where(Alert.grid.in_(principal.grid_names))
+    return query
+
+
+def _visible(session: Session, principal: Principal, alert_id: int) -> Alert:
+    query = _scoped(select(Alert).where(Alert.id == alert_id), principal)
+    if principal.community is not None:
+        query = query.where(Alert.community_id == principal.community)
+    alert: Alert | None = session.scalar(query.options(selectinload(Alert.transitions)))
+    if alert is None:
+        raise HTTPException(404, f"alert {alert_id} not found")
+    return alert
+
+
+@router.get("", response_model=Page[AlertPublic])
+def list_alerts(
+    principal: CurrentUser,
+    session: SessionDep,
+    paging: PagingDep,
+    community: CommunityQuery = None,
+    grid: RowId | None = None,
+    severity: Annotated[list[str] | None, Query(description=f"any of {SEVERITIES}")] = None,
+    status: Annotated[list[str] | None, Query(description=f"any of {STATUSES}")] = None,
+    rule: Annotated[str | None, Query(pattern=r"^[a-z_]{1,16}\.[a-z_]{1,32}$")] = None,
+    device_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = None,
+    since_ms: Annotated[
+        int | None, Query(ge=0, le=EPOCH_MS_MAX, description="opened at or after")
+    ] = None,
+    until_ms: Annotated[
+        int | None, Query(ge=0, le=EPOCH_MS_MAX, description="opened before")
+    ] = None,
+) -> Page[AlertPublic]:
+    """Alerts you may see, newest first, filtered."""
+    query = _scoped(
+        in_community(
+            select(Alert).order_by(Alert.id.desc()), Alert.community_id, principal, community
+        ),
+        principal,
+    )
+    if grid is not None:
+        row = session.get(Grid, grid)
+        if row is None or not principal.sees_community(row.community_id):
+            raise HTTPException(404, f"grid {grid} not found")
+        query = query.where(Alert.community_id == row.community_id, Alert.grid == row.name)
+    for column, chosen, allowed in (
+        (Alert.severity, severity, SEVERITIES),
+        (Alert.status, status, STATUSES),
+    ):
+        if chosen:
+            unknown = sorted(set(chosen) - set(allowed))
+            if unknown:
+                raise HTTPException(422, f"unknown {column.key} {unknown}: one of {allowed}")
+            query = query.where(column.in_(chosen))
+    if rule is not None:
+        query = query.where(Alert.rule == rule)
+    if device_id is not None:
+        query = query.where(Alert.device_id == device_id)
+    if since_ms is not None:
+        query = query.where(Alert.opened_ms >= since_ms)
+    if until_ms is not None:
+        query = query.where(Alert.opened_ms < until_ms)
+    return paginate(session, query, paging, alert_public)
+
+
+@router.get("/{alert_id}", response_model=AlertDetail, responses={404: {}})
+def read_alert(alert_id: RowId, principal: CurrentUser, session: SessionDep) -> AlertDetail:
+    """One alert, with every transition, comment and notification."""
+    alert = _visible(session, principal, alert_id)
+    steps = {step.id: step.transition for step in alert.transitions}
+    notifications = session.scalars(
+        select(AlertNotification)
+        .where(AlertNotification.alert_id == alert_id)
+        .order_by(AlertNotification.id)
+    )
+    return AlertDetail(
+        **alert_public(alert).model_dump(),
+        transitions=[
+            TransitionPublic(transition=s.transition, at_ms=s.at_ms, by=s.by, note=s.note)
+            for s in alert.transitions
+        ],
+        comments=[CommentPublic(at_ms=c.at_ms, by=c.by, text=c.text) for c in alert.comments],
+        notifications=[_notification(n, steps, principal) for n in notifications],
+    )
+
+
+def _notification(
+    row: AlertNotification, steps: dict[int, str], principal: Principal
+) -> NotificationPublic:
+    # The target is a phone (SMS) or a webhook URL whose query holds the robot's token.
+    target = row.target
+    if row.channel == "sms" and not principal.sees_personal_data:
+        target = mask_phone(target) or ""
+    elif target.startswith("http"):
+        target = target.split("?", 1)[0]
+    return NotificationPublic(
+        transition=steps.get(row.transition_id, ""),
+        channel=row.channel,
+        recipient=row.recipient,
+        target=target,
+        status=row.status,
+        attempts=row.attempts,
+        sent_ms=row.sent_ms,
+        last_error=row.last_error,
+    )
+
+
+def _act(
+    state: AppState, principal: Principal, alert_id: int, action: str, text: str | None
+) -> Alert:
+    store = AlertStore(
+        default_rules(), Router(), base_url=state.settings.alerts_base_url, wall=state.clock
+    )
+    now = state.clock.now_ms()
+    try:
+        with state.database.write() as session:
+            _visible(session, principal, alert_id)
+            if action == "acknowledge":
+                store.acknowledge(session, alert_id, principal.username, now, text)
+            elif action == "resolve":
+                store.resolve(session, alert_id, principal.username, now, text)
+            else:
+                store.comment(session, alert_id, principal.username, text or "", now)
+    except AlertError as exc:
+        raise HTTPException(409, str(exc)) from None
+    with state.sessions() as session:
+        return _visible(session, principal, alert_id)
+
+
+@router.post("/{alert_id}/acknowledge", response_model=AlertPublic, responses={404: {}, 409: {}})
+def acknowledge(alert_id: RowId, body: NoteBody, principal: Actor, state: StateDep) -> AlertPublic:
+    """Take the alert on (it stops escalating); 409 unless it is open."""
+    return alert_public(_act(state, principal, alert_id, "acknowledge", body.note))
+
+
+@router.post("/{alert_id}/resolve", response_model=AlertPublic, responses={404: {}, 409: {}})
+def resolve(alert_id: RowId, body: NoteBody, principal: Actor, state: StateDep) -> AlertPublic:
+    """Close the alert; 409 if it is already resolved."""
+    return alert_public(_act(state, principal, alert_id, "resolve", body.note))
+
+
+@router.post(
+    "/{alert_id}/comments", response_model=AlertDetail, status_code=201, responses={404: {}}
+)
+def comment(
+    alert_id: RowId, body: CommentBody, principal: Actor, state: StateDep, session: SessionDep
+) -> AlertDetail:
+    """Add a remark to the alert."""
+    _act(state, principal, alert_id, "comment", body.text)
+    return read_alert(alert_id, principal, session)
