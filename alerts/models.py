@@ -165,6 +165,8 @@ class AlertNotification(Base):
     sent_ms: Mapped[int | None] = mapped_column(BigInteger)
     last_error: Mapped[str | None] = mapped_column(String(500))
 
+    transition: Mapped[AlertTransition] = relationship()
+
 
 class AlertSendAttempt(Base):
     """One try at sending a notification: when, how long, and what came back."""

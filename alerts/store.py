@@ -17,6 +17,7 @@ notifications those owe are committed together, or not at all.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Executable, Table, bindparam, delete, select, update
@@ -45,6 +46,18 @@ from gridwatch.clock import Clock
 
 DEFAULT_ESCALATE_AFTER_MS = 15 * 60_000
 ESCALATING = ("critical", "major")
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """A transition decided for an alert, to be recorded once the new alerts have ids."""
+
+    transition: str
+    alert: Alert
+    finding: Finding
+    recipients: list[Recipient]
+    group: Alert | None  # the open alert of the finding's group, when it opened
+    members: list[Alert]  # for a group's alert: its members open when it opened
 
 
 class AlertError(ValueError):
@@ -81,33 +94,61 @@ class AlertStore:
     # --- findings -----------------------------------------------------------------
 
     def apply(self, session: Session, findings: Sequence[Finding]) -> None:
-        """Open, count on, or resolve alerts as the findings say, in their order."""
-        for finding in findings:
-            if finding.raised:
-                self._raise(session, finding)
-            else:
-                self._clear(session, finding)
+        """Open, count on, or resolve alerts as the findings say, in their order.
 
-    def _open_alert(self, session: Session, community: str, key: str) -> Alert | None:
-        return session.scalar(
-            select(Alert).where(Alert.community_id == community, Alert.open_key == key)
-        )
-
-    def _raise(self, session: Session, finding: Finding) -> None:
-        key = grouped(finding.rule, finding.subject)
-        alert = self._open_alert(session, finding.community, key)
-        if alert is not None:
-            alert.occurrences += 1
-            alert.last_ms = max(alert.last_ms, finding.ts)
-            if finding.latch:
-                alert.auto_resolve = False
+        Work in three rounds, so a burst costs a few statements, not a few per alert:
+        decide every finding against the open alerts (one query), insert the new
+        alerts (their ids), then record the transitions and the notifications they owe.
+        """
+        if not findings:
             return
+        open_alerts = self._open_alerts(session, findings)
+        steps: list[_Step] = []
+        for finding in findings:
+            key = (finding.community, grouped(finding.rule, finding.subject))
+            alert = open_alerts.get(key)
+            if finding.raised and alert is not None:
+                alert.occurrences += 1
+                alert.last_ms = max(alert.last_ms, finding.ts)
+                alert.auto_resolve = alert.auto_resolve and not finding.latch
+            elif finding.raised:
+                alert, recipients = self._new_alert(session, finding)
+                group = open_alerts.get((finding.community, finding.group))
+                members = [a for a in open_alerts.values() if a.group_key == alert.open_key]
+                open_alerts[key] = alert
+                steps.append(_Step(OPENED, alert, finding, recipients, group, members))
+            elif alert is not None and alert.auto_resolve:
+                del open_alerts[key]
+                self._close(alert, finding.ts, SYSTEM)
+                steps.append(_Step(RESOLVED, alert, finding, [], None, []))
+        session.flush()  # the new alerts' ids
+        for step in steps:
+            if step.transition == OPENED:
+                self._file_in_group(session, step)
+                recipients = step.recipients
+            else:
+                recipients = self._told(session, step.alert.id)
+            self._step(
+                session, step.alert, step.transition, step.finding.ts, SYSTEM, None, recipients
+            )
+
+    def _open_alerts(
+        self, session: Session, findings: Sequence[Finding]
+    ) -> dict[tuple[str, str], Alert]:
+        """The open alerts the findings (or their groups) are about, by (community, open_key)."""
+        keys = {grouped(f.rule, f.subject) for f in findings} | {
+            f.group for f in findings if f.group
+        }
+        communities = {f.community for f in findings}
+        rows = session.scalars(
+            select(Alert).where(Alert.open_key.in_(keys), Alert.community_id.in_(communities))
+        )
+        return {(a.community_id, a.open_key or ""): a for a in rows}
+
+    def _new_alert(self, session: Session, finding: Finding) -> tuple[Alert, list[Recipient]]:
         rule = self._rules[finding.rule]
         building = finding.device.tags.get("building") if finding.device else None
         route = self._router.route(session, finding.community, building, finding.lat, finding.lon)
-        parent = (
-            self._open_alert(session, finding.community, finding.group) if finding.group else None
-        )
         alert = Alert(
             community_id=finding.community,
             rule=finding.rule,
@@ -123,9 +164,8 @@ class AlertStore:
             lat=finding.lat,
             lon=finding.lon,
             facts=dict(finding.facts),
-            open_key=key,
+            open_key=grouped(finding.rule, finding.subject),
             group_key=finding.group or None,
-            parent_id=parent.id if parent else None,
             auto_resolve=not finding.latch,
             occurrences=1,
             since_ms=finding.since_ms,
@@ -133,19 +173,26 @@ class AlertStore:
             last_ms=finding.ts,
         )
         session.add(alert)
-        session.flush()
-        # The group's own alert adopts the members already open (lamps before the circuit).
-        session.execute(
-            update(Alert)
-            .where(
-                Alert.community_id == finding.community,
-                Alert.group_key == key,
-                Alert.open_key.is_not(None),
-                Alert.id != alert.id,
+        return alert, route.recipients
+
+    def _file_in_group(self, session: Session, step: _Step) -> None:
+        """A member goes under its group's open alert; a group adopts its members already open."""
+        alert = step.alert
+        if step.group is not None:
+            alert.parent_id = step.group.id
+        for member in step.members:  # those this batch knows about
+            member.parent_id = alert.id
+        if self._rules[alert.rule].listens_to:  # and those only the database knows about
+            session.execute(
+                update(Alert)
+                .where(
+                    Alert.community_id == alert.community_id,
+                    Alert.group_key == alert.open_key,
+                    Alert.open_key.is_not(None),
+                    Alert.id != alert.id,
+                )
+                .values(parent_id=alert.id)
             )
-            .values(parent_id=alert.id)
-        )
-        self._step(session, alert, OPENED, finding.ts, SYSTEM, None, route.recipients)
 
     def _place(self, session: Session, finding: Finding, near: str) -> str:
         """张家新村 3号楼2单元501; things placed only by position say which building is near."""
@@ -154,11 +201,6 @@ class AlertStore:
             words = f"{words}（{near}）" if words else near
         name = self._router.book(session, finding.community).name
         return f"{name} {words}".strip()
-
-    def _clear(self, session: Session, finding: Finding) -> None:
-        alert = self._open_alert(session, finding.community, grouped(finding.rule, finding.subject))
-        if alert is not None and alert.auto_resolve:
-            self._resolve(session, alert, finding.ts, SYSTEM, None)
 
     # --- escalation ---------------------------------------------------------------
 
@@ -229,11 +271,15 @@ class AlertStore:
     def _resolve(
         self, session: Session, alert: Alert, at_ms: int, by: str, note: str | None
     ) -> None:
+        self._close(alert, at_ms, by)
+        self._step(session, alert, RESOLVED, at_ms, by, note, self._told(session, alert.id))
+
+    @staticmethod
+    def _close(alert: Alert, at_ms: int, by: str) -> None:
         alert.status = RESOLVED
         alert.resolved_ms = at_ms
         alert.resolved_by = by
         alert.open_key = None
-        self._step(session, alert, RESOLVED, at_ms, by, note, self._told(session, alert.id))
 
     def _told(self, session: Session, alert_id: int) -> list[Recipient]:
         """The people (with their channels) who were notified of this alert."""
@@ -261,7 +307,6 @@ class AlertStore:
             alert_id=alert.id, transition=transition, at_ms=at_ms, by=by, note=note
         )
         session.add(step)
-        session.flush()
         book = self._router.book(session, alert.community_id)
         told = [] if transition != ESCALATED else self._told(session, alert.id)
         content = render(
@@ -276,7 +321,8 @@ class AlertStore:
         people = recipients if alert.parent_id is None or transition == RESOLVED else []
         now = self._wall.now_ms()
         seen: set[tuple[str, str]] = set()
-        for recipient in (book.control_room(), *people):
+        # The control room last: in a burst, every alert's first person is told first.
+        for recipient in (*people, book.control_room()):
             destination = (recipient.channel, recipient.target)
             if destination in seen:  # two workers in one group chat: post once
                 continue
@@ -284,7 +330,7 @@ class AlertStore:
             session.add(
                 AlertNotification(
                     alert_id=alert.id,
-                    transition_id=step.id,
+                    transition=step,
                     channel=recipient.channel,
                     target=recipient.target,
                     recipient=recipient.name,

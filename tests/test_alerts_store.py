@@ -179,9 +179,9 @@ def test_open_count_resolve_and_notify_the_grid(
         assert alert.title == "单元门长时间未关（已开3分钟）"
         assert [t.transition for t in alert.transitions] == ["opened", "resolved"]
         told = [
-            ("mqtt", "sc/tiny/alerts", "监控室"),
             ("sms", "13800000001", "李秀梅"),
             ("wecom", "http://127.0.0.1:9/wecom/g1", "李秀梅"),  # one post for the shared group
+            ("mqtt", "sc/tiny/alerts", "监控室"),
         ]
         assert outbox(session) == [("opened", *t) for t in told] + [("resolved", *t) for t in told]
         content = session.scalars(select(AlertNotification.content)).first()
@@ -248,8 +248,8 @@ def test_unacknowledged_alerts_escalate_to_the_managers(
         assert forced.escalated_ms == T0 + 30 * MINUTE
         escalations = [o for o in outbox(session) if o[0] == "escalated"]
         assert escalations == [
-            ("escalated", "mqtt", "sc/tiny/alerts", "监控室"),
             ("escalated", "wecom", "http://127.0.0.1:9/wecom/boss", "孙主任"),
+            ("escalated", "mqtt", "sc/tiny/alerts", "监控室"),
         ]
         content = session.scalars(
             select(AlertNotification.content).where(AlertNotification.recipient == "孙主任")
@@ -270,8 +270,8 @@ def test_a_lamp_goes_to_the_grid_of_the_nearest_building(
         assert (alert.place, alert.grid) == ("小小区 B回路 7号灯（9号楼附近）", "第二网格")
         assert alert.title == "路灯不亮（功率0W，额定80W）"
         assert [o[1:] for o in outbox(session)] == [
-            ("mqtt", "sc/tiny/alerts", "监控室"),
             ("dingtalk", "http://127.0.0.1:9/ding", "张丽娜"),
+            ("mqtt", "sc/tiny/alerts", "监控室"),
         ]
 
 
