@@ -17,6 +17,8 @@ registry_app = typer.Typer(help="The device registry (SQL).", no_args_is_help=Tr
 app.add_typer(registry_app, name="registry")
 dashboards_app = typer.Typer(help="The Grafana dashboards.", no_args_is_help=True)
 app.add_typer(dashboards_app, name="dashboards")
+users_app = typer.Typer(help="The API's users and API keys.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 
 log = logging.getLogger("gridwatch")
 
@@ -76,6 +78,28 @@ def dashboards_push(
         raise typer.BadParameter("set GW_GRAFANA_URL (and GW_GRAFANA_TOKEN)")
     for uid in push(settings.grafana_url, settings.grafana_token, datasource_uid=datasource_uid):
         typer.echo(f"pushed {uid}")
+
+
+@users_app.command("add")
+def users_add(
+    username: Annotated[str, typer.Argument(help="the login name")],
+    role: Annotated[str, typer.Option(help="admin, operator, grid_worker or viewer")] = "admin",
+    community: Annotated[str | None, typer.Option(help="the user's community")] = None,
+    grid: Annotated[
+        list[int] | None, typer.Option(help="a grid id a grid worker serves (repeatable)")
+    ] = None,
+    api_key: Annotated[
+        bool, typer.Option("--api-key", help="also issue an API key (printed once)")
+    ] = False,
+) -> None:
+    """Create an API user (the first admin, say); asks for a password unless --api-key only."""
+    from api.cli import add_user
+
+    password = (
+        None if api_key else typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    )
+    for line in add_user(get_settings(), username, role, community, grid or [], password, api_key):
+        typer.echo(line)
 
 
 @app.command()
