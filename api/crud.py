@@ -52,8 +52,9 @@ def get_or_404(session: Session, model: type[Row], key: Any, what: str) -> Row:
 
 
 def apply(row: Any, changes: BaseModel, exclude: frozenset[str] = frozenset()) -> None:
-    """Set the fields a PATCH body gave (and only those), but for ``exclude``."""
-    for name, value in changes.model_dump(exclude_unset=True, exclude=set(exclude)).items():
+    """Set the fields a PATCH body gave, but for ``exclude``; null leaves a field as it is."""
+    given = changes.model_dump(exclude_unset=True, exclude_none=True, exclude=set(exclude))
+    for name, value in given.items():
         setattr(row, name, value)
 
 
