@@ -133,30 +133,62 @@ def api(
 @app.command()
 def simulate(
     community: Annotated[
-        list[str], typer.Option("--community", "-c", help="community id (repeatable)")
-    ],
-    hours: Annotated[float, typer.Option(help="replay this many hours up to now first")] = 0.0,
+        list[str] | None,
+        typer.Option("--community", "-c", help="community id (repeatable)"),
+    ] = None,
+    communities: Annotated[
+        int,
+        typer.Option(
+            "--communities",
+            min=0,
+            help="also N communities generated from the demo's shape (zb-001…), "
+            "registered first if they are not yet: a city",
+        ),
+    ] = 0,
+    scenario: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="scripted faults (simulators/scenarios/)"),
+    ] = None,
+    hours: Annotated[
+        float | None,
+        typer.Option(
+            help="replay this many hours up to now first (default: the scenario's window)"
+        ),
+    ] = None,
     speed: Annotated[float, typer.Option(help="acceleration of the replay; 0 = flat out")] = 600.0,
     follow: Annotated[bool, typer.Option(help="carry on in real time after the replay")] = True,
-    seed: Annotated[int, typer.Option(help="same seed + same start = same messages")] = 1,
+    seed: Annotated[
+        int | None, typer.Option(help="same seed + start + scenario = same messages (default 1)")
+    ] = None,
     qos: Annotated[int, typer.Option(min=0, max=1)] = 1,
+    processes: Annotated[
+        int | None, typer.Option(min=1, help="simulator processes (default: 1, more for a city)")
+    ] = None,
+    devices_per_connection: Annotated[
+        int | None,
+        typer.Option(min=1, help="default: 1, more when the devices exceed 18,000 connections"),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Run every device of the communities from the registry, publishing over MQTT."""
     from gridwatch.services import run_simulation
+    from simulators.runner import Request, summary
 
     _logging(verbose)
-    report = run_simulation(
-        get_settings(),
-        community,
+    request = Request(
+        communities=tuple(community or ()),
+        city=communities,
         hours=hours,
         speed=speed,
         follow=follow,
         seed=seed,
         qos=qos,
-        stop=_stop_on_signals(),
+        scenario=scenario,
+        processes=processes,
+        devices_per_connection=devices_per_connection,
     )
-    typer.echo(f"published {report.total} messages: {dict(report.by_kind())}")
+    report = run_simulation(get_settings(), request, _stop_on_signals())
+    typer.echo(summary(report))
 
 
 @app.command()

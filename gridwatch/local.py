@@ -23,12 +23,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from gridwatch.services import import_community, init_storage
 from gridwatch.settings import Settings
 from registry.demo import DEMO_COMMUNITY_FILE
+from simulators.scenario import SCENARIOS_DIR
 from stack.servers import Influxd, Mosquitto
 
 log = logging.getLogger("gridwatch.run")
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 STATUS_EVERY_S = 10.0
+# A few faults in the replayed day, so that alerts and dashboards have something to show.
+MAKE_RUN_SCENARIO = SCENARIOS_DIR / "make_run.yaml"
 
 
 def _local_port(url: str) -> int | None:
@@ -98,7 +101,10 @@ def run_local_stack(
             "ingest": _spawn(["ingest"], state / "logs", env),
             "api": _spawn(["api"], state / "logs", env),
             "simulate": _spawn(
-                ["simulate", "-c", "zjxc", "--hours", str(hours), "--speed", str(speed)],
+                [
+                    *("simulate", "-c", "zjxc", "--hours", str(hours), "--speed", str(speed)),
+                    *("--scenario", str(MAKE_RUN_SCENARIO)),
+                ],
                 state / "logs",
                 env,
             ),
@@ -106,7 +112,12 @@ def run_local_stack(
         api = f"http://{settings.api_host}:{settings.api_port}"
         log.info("api         %s  (docs %s/docs, health %s/health)", api, api, api)
         log.info("ingest      metrics http://127.0.0.1:%d/metrics", settings.ingest_metrics_port)
-        log.info("simulating  zjxc: the last %g h at %gx, then live", hours, speed)
+        log.info(
+            "simulating  zjxc: the last %g h at %gx with the faults of %s, then live",
+            hours,
+            speed,
+            MAKE_RUN_SCENARIO.name,
+        )
         log.info("logs        %s/logs/ — press Ctrl-C to stop everything", state)
         try:
             _supervise(services, settings, stop)

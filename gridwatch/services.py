@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import make_url
 
-from broker.connection import BrokerAddress
-from gridwatch.clock import SimulatedClock, WallClock
 from gridwatch.settings import Settings
 from ingest.main import influx_client
 from registry.db import make_engine, make_sessionmaker, migrate
 from registry.importer import ImportSummary, import_file
-from registry.records import load_communities, load_devices
-from simulators.engine import Report, Simulation
-from simulators.fleet import Fleet
+from simulators.engine import Report
+from simulators.runner import Request, simulate
 
 log = logging.getLogger("gridwatch")
 
@@ -41,53 +37,6 @@ def import_community(settings: Settings, path: Path) -> ImportSummary:
     return summary
 
 
-def run_simulation(
-    settings: Settings,
-    communities: list[str],
-    *,
-    hours: float,
-    speed: float,
-    follow: bool,
-    seed: int,
-    qos: int,
-    stop: threading.Event,
-) -> Report:
-    """Replay ``hours`` up to now at ``speed``, then (``follow``) go on in real time."""
-    sessions = make_sessionmaker(make_engine(settings.sql_url))
-    with sessions() as session:
-        known = {c.id: c for c in load_communities(session)}
-        missing = sorted(set(communities) - set(known))
-        if missing:
-            raise SystemExit(
-                f"unknown communities {missing}: import them first (gridwatch registry import)"
-            )
-        records = [d for c in communities for d in load_devices(session, c)]
-    now = WallClock().now_ms()
-    start = now - int(hours * 3_600_000) // 60_000 * 60_000
-    clock = SimulatedClock(start, speed if hours > 0 else 1.0)
-    fleet = Fleet(BrokerAddress.from_url(settings.mqtt_url), qos=qos)
-    simulation = Simulation(
-        [known[c] for c in communities], records, clock=clock, seed=seed, transport=fleet
-    )
-    fleet.on_command = simulation.queue_command
-    for record in records:
-        fleet.add(record.device_id, record.community, record.kind)
-    fleet.wait_connected()
-    log.info("simulating %d devices from %s at %sx", len(records), _iso(start), speed)
-    simulation.announce(online=True)
-    simulation.run(now, stop, progress=_progress)
-    if follow and not stop.is_set():
-        log.info("replay done; carrying on in real time")
-        simulation.follow_live(stop, progress=_progress)
-    simulation.announce(online=False)
-    fleet.flush()
-    fleet.close()
-    return simulation.report
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
-
-
-def _progress(report: Report) -> None:
-    log.info("simulated up to %s: %d messages", _iso(report.reached_ms), report.total)
+def run_simulation(settings: Settings, request: Request, stop: threading.Event) -> Report:
+    """Simulate what ``request`` asks (replay up to now, then live), reporting progress."""
+    return simulate(request, settings.sql_url, settings.mqtt_url, stop)

@@ -68,6 +68,7 @@ class Report:
     """What a run published, by kind and channel."""
 
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    devices: Counter[str] = field(default_factory=Counter)  # simulated devices per kind
     started_ms: int = 0
     reached_ms: int = 0
 
@@ -130,6 +131,7 @@ class Simulation:
                 for ch in (Channel.TELEMETRY, Channel.EVENT, Channel.STATUS, Channel.CMD_ACK)
             }
             self._devices[record.device_id] = DeviceHandle(record, sim, topics)
+            self.report.devices[record.kind] += 1
         self._heap = [(d.sim.next_due_ms(), device_id) for device_id, d in self._devices.items()]
         heapq.heapify(self._heap)
         self._timeline: list[tuple[int, int, str, Action]] = []
@@ -265,7 +267,9 @@ class Simulation:
                 break
             due, is_action = nxt
             if not self._wait_for(due, stop):
-                break
+                if stop.is_set():
+                    break
+                continue  # a command brought work forward: pick the earliest again
             self._step(due, is_action)
             self.report.reached_ms = due
             if self._commands:
@@ -286,7 +290,10 @@ class Simulation:
         return self.run(None, stop, progress)
 
     def _wait_for(self, due_ms: int, stop: threading.Event) -> bool:
-        """Do network I/O until the clock reaches ``due_ms``, without letting acks pile up."""
+        """Do network I/O until the clock reaches ``due_ms``; False if stopped or overtaken.
+
+        Overtaken: a command received meanwhile scheduled something earlier.
+        """
         while self.transport.unconfirmed > MAX_UNCONFIRMED:
             self.transport.poll(0.01)
         while True:
@@ -294,6 +301,9 @@ class Simulation:
                 return False
             if self._commands:
                 self._run_commands()
+                nxt = self._next_due()
+                if nxt is not None and nxt[0] < due_ms:
+                    return False
             behind_ms = due_ms - self.clock.now_ms()
             if behind_ms <= 0 or self.clock.speed == 0:
                 self.clock.sleep_until(due_ms)

@@ -21,7 +21,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from broker.connection import BrokerAddress
+from broker.address import BrokerAddress
 from devices.contract import Channel, device_topic
 from simulators.mqtt import Connection, State, Tally, Will
 

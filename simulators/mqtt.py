@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
 
-from broker.connection import BrokerAddress
+from broker.address import BrokerAddress
 
 log = logging.getLogger("gridwatch.simulate")
 

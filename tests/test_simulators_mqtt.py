@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from broker.connection import BrokerAddress
+from broker.address import BrokerAddress
 from simulators.fleet import Fleet
 from simulators.mqtt import (
     CONNACK,
@@ -104,14 +104,28 @@ class Witness:
         with self._lock:
             self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
 
-    def wait_for(self, check: Callable[[list[tuple[str, bytes, bool]]], bool]) -> bool:
-        deadline = time.monotonic() + 15
+    def wait_until(self, check: Callable[[list[tuple[str, bytes, bool]]], bool]) -> bool:
+        deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with self._lock:
-                if check(list(self.messages)):
-                    return True
+                snapshot = list(self.messages)
+            if check(snapshot):
+                return True
             time.sleep(0.02)
         return False
+
+    def received(self, topic_part: str, where: str = "") -> list[dict[str, object]]:
+        """JSON payloads on topics containing ``topic_part`` whose text contains ``where``."""
+        with self._lock:
+            found = [p for t, p, _ in self.messages if topic_part in t and where.encode() in p]
+        return [json.loads(p) for p in found]
+
+    def wait_for(self, topic_part: str, where: str = "") -> dict[str, object]:
+        """The latest such payload, once there is one."""
+        assert self.wait_until(lambda _: bool(self.received(topic_part, where))), (
+            f"nothing on {topic_part} with {where!r}"
+        )
+        return self.received(topic_part, where)[-1]
 
     def close(self) -> None:
         self.client.disconnect()
@@ -160,7 +174,7 @@ def test_every_message_arrives_in_order_per_device(
     big = json.dumps({"seq": per_device, "pad": "x" * 20_000}).encode()  # a 3-byte length
     fleet.publish(ids[0], f"sc/{community}/door/{ids[0]}/telemetry", big)
     assert fleet.flush(30) and fleet.unconfirmed == 0
-    assert witness.wait_for(lambda m: len(m) == 3 * per_device + 1)
+    assert witness.wait_until(lambda m: len(m) == 3 * per_device + 1)
     for device_id in ids:
         seqs = [json.loads(p)["seq"] for t, p, _ in witness.messages if f"/{device_id}/" in t]
         assert seqs == list(range(per_device + (device_id == ids[0]))), device_id
@@ -178,13 +192,13 @@ def test_an_unclean_drop_fires_the_will_and_the_device_comes_back(
     fleet.publish(device_id, status, b'{"online":true,"ts":1}', retain=True)
     assert fleet.flush(10)
     fleet.drop(device_id)
-    assert witness.wait_for(lambda m: (status, b'{"online":false}', False) in m)
+    assert witness.wait_until(lambda m: (status, b'{"online":false}', False) in m)
     fleet.publish(device_id, telemetry, b'{"seq":1}')  # while away: kept for the reconnect
     _pump(fleet, 2.5)  # a dropped device is not reconnected behind the scenario's back
     assert fleet.unconfirmed == 1
     fleet.restore(device_id)
     assert fleet.flush(10)
-    assert witness.wait_for(lambda m: (telemetry, b'{"seq":1}', False) in m)
+    assert witness.wait_until(lambda m: (telemetry, b'{"seq":1}', False) in m)
     fleet.close()
 
 
@@ -298,6 +312,6 @@ def test_tls_with_the_brokers_certificate(server_dir: Path) -> None:
         for seq in range(500):
             fleet.publish("d1", "sc/tls/door/d1/telemetry", json.dumps({"seq": seq}).encode())
         assert fleet.flush(10)
-        assert witness.wait_for(lambda m: len(m) == 500)
+        assert witness.wait_until(lambda m: len(m) == 500)
         fleet.close()
         witness.close()
