@@ -64,8 +64,10 @@ class SimulatedDevice(ABC):
         self._agenda: list[_Entry] = []
         self._order = itertools.count()
         self._out: list[Outgoing] = []
+        self._beats = 0  # the heartbeat cycle now running; ``report_now`` starts a new one
         # Spread heartbeats over the interval, as real devices powered on at random times.
-        self.at(start_ms + rng.randrange(self.telemetry_interval_ms), self._heartbeat)
+        first = start_ms + rng.randrange(self.telemetry_interval_ms)
+        self.at(first, lambda t: self._heartbeat(t, 0))
 
     # --- agenda ---------------------------------------------------------------
 
@@ -111,9 +113,16 @@ class SimulatedDevice(ABC):
             payload["ts"] = ts
         return Outgoing(Channel.STATUS, payload, retain=True)
 
-    def _heartbeat(self, ts: int) -> None:
+    def _heartbeat(self, ts: int, cycle: int) -> None:
+        if cycle != self._beats:
+            return  # superseded by report_now
         self.send_telemetry(ts, **self.telemetry(ts))
-        self.at(ts + self.heartbeat_interval_ms(), self._heartbeat)
+        self.at(ts + self.heartbeat_interval_ms(), lambda t: self._heartbeat(t, cycle))
+
+    def report_now(self, ts: int) -> None:
+        """Send telemetry now and count the next heartbeat from here (after a change of mode)."""
+        self._beats += 1
+        self._heartbeat(ts, self._beats)
 
     def heartbeat_interval_ms(self) -> int:
         """Time to the next heartbeat; kinds whose rate depends on their mode override it."""

@@ -94,12 +94,13 @@ class SimulatedPatrolRobot(SimulatedDevice):
             self.start_patrol(ts, self.route)
 
     def start_patrol(self, ts: int, route: dict[str, Any]) -> None:
-        """Set off on ``route`` until its end time."""
+        """Set off on ``route`` until its end time (reporting every 5 s from now)."""
         self._move(ts)
         self.route = route
         self.mode = "patrolling"
         self._patrol_ends = next_local_time(ts, route["end"], self.community.timezone)
         self._load_route_lap()
+        self.report_now(ts)
 
     def _load_route_lap(self) -> None:
         self.path = [
@@ -206,12 +207,14 @@ class SimulatedPatrolRobot(SimulatedDevice):
         self._move(ts)
         self.mode = "returning"
         self.path = [Waypoint(float(args["lat"]), float(args["lon"])), self.dock]
+        self.report_now(ts)
         return None
 
     def cmd_return_to_dock(self, ts: int, args: dict[str, Any]) -> str | None:
         """Go home now."""
         self._move(ts)
         self._return(ts)
+        self.report_now(ts)
         return None
 
     def cmd_start_patrol(self, ts: int, args: dict[str, Any]) -> str | None:
