@@ -35,7 +35,7 @@ _ENCODER = msgspec.json.Encoder()
 # Keep at most this many messages waiting for the broker's ack before running more devices.
 MAX_UNCONFIRMED = 50_000
 # While running behind (replay), do network I/O every this many steps: in bursts, not per message.
-POLL_EVERY = 512
+POLL_EVERY = 4096
 
 
 class Transport(Protocol):
@@ -93,6 +93,7 @@ class DeviceHandle:
     record: DeviceRecord
     sim: SimulatedDevice
     topics: dict[Channel, str]
+    counted_as: dict[Channel, tuple[str, str]]  # the report's key for each channel
     link: Link | None = None  # set once a scenario touches the device's connection
 
     def impair(self) -> Link:
@@ -126,11 +127,13 @@ class Simulation:
             rng = random.Random(f"{seed}:{record.device_id}")
             community = self.communities[record.community]
             sim = KINDS[record.kind].simulate(record, community, rng, clock.now_ms())
+            channels = (Channel.TELEMETRY, Channel.EVENT, Channel.STATUS, Channel.CMD_ACK)
             topics = {
                 ch: device_topic(record.community, record.kind, record.device_id, ch)
-                for ch in (Channel.TELEMETRY, Channel.EVENT, Channel.STATUS, Channel.CMD_ACK)
+                for ch in channels
             }
-            self._devices[record.device_id] = DeviceHandle(record, sim, topics)
+            counted_as = {ch: (record.kind, ch.value) for ch in channels}
+            self._devices[record.device_id] = DeviceHandle(record, sim, topics, counted_as)
             self.report.devices[record.kind] += 1
         self._heap = [(d.sim.next_due_ms(), device_id) for device_id, d in self._devices.items()]
         heapq.heapify(self._heap)
@@ -156,17 +159,17 @@ class Simulation:
     # --- publishing -------------------------------------------------------------
 
     def _send(self, device: DeviceHandle, out: Outgoing) -> None:
-        r = device.record
+        device_id = device.record.device_id
         topic = device.topics[out.channel]
         if device.link is None:
             self.transport.publish(
-                r.device_id, topic, _ENCODER.encode(out.payload), retain=out.retain
+                device_id, topic, _ENCODER.encode(out.payload), retain=out.retain
             )
-            self.report.counts[(r.kind, out.channel.value)] += 1
+            self.report.counts[device.counted_as[out.channel]] += 1
             return
         for message, raw in device.link.transmit(out):
-            self.transport.publish(r.device_id, topic, raw, retain=message.retain)
-            self.report.counts[(r.kind, message.channel.value)] += 1
+            self.transport.publish(device_id, topic, raw, retain=message.retain)
+            self.report.counts[device.counted_as[message.channel]] += 1
 
     def _flush_device(self, device: DeviceHandle) -> None:
         for out in device.sim.drain():
@@ -294,8 +297,13 @@ class Simulation:
 
         Overtaken: a command received meanwhile scheduled something earlier.
         """
-        while self.transport.unconfirmed > MAX_UNCONFIRMED:
-            self.transport.poll(0.01)
+        self._since_poll += 1
+        if self._since_poll >= POLL_EVERY:  # running behind: I/O in bursts, not per message
+            self._since_poll = 0
+            self.transport.poll(0)
+            while self.transport.unconfirmed > MAX_UNCONFIRMED and not stop.is_set():
+                self.transport.poll(0.01)
+        clock = self.clock
         while True:
             if stop.is_set():
                 return False
@@ -304,13 +312,8 @@ class Simulation:
                 nxt = self._next_due()
                 if nxt is not None and nxt[0] < due_ms:
                     return False
-            behind_ms = due_ms - self.clock.now_ms()
-            if behind_ms <= 0 or self.clock.speed == 0:
-                self.clock.sleep_until(due_ms)
-                self._since_poll += 1
-                if self._since_poll >= POLL_EVERY:
-                    self._since_poll = 0
-                    self.transport.poll(0)
+            if clock.speed == 0 or (behind_ms := due_ms - clock.now_ms()) <= 0:
+                clock.sleep_until(due_ms)
                 return True
             self._since_poll = 0
-            self.transport.poll(min(0.2, behind_ms / self.clock.speed / 1000))
+            self.transport.poll(min(0.2, behind_ms / clock.speed / 1000))

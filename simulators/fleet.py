@@ -31,7 +31,7 @@ OFFLINE_WILL = b'{"online":false}'
 RECONNECT_EVERY_S = 2.0
 HOUSEKEEPING_EVERY_S = 1.0
 # Write the buffers out after this many messages even while the simulation runs ahead.
-FLUSH_EVERY = 4096
+FLUSH_EVERY = 16_384
 KEEPALIVE_S = 60
 
 CommandHandler = Callable[[str, bytes], None]

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -656,3 +657,10 @@ def test_a_window_is_the_latest_that_ends_by_the_given_time(
     else:
         assert datetime.fromtimestamp(first / 1000, TZ).strftime("%H:%M") == start
         assert WINTER_END - end < 24 * HOUR
+
+
+def test_the_readme_documents_every_fault_and_every_shipped_scenario() -> None:
+    readme = (Path(__file__).parent.parent / "simulators" / "README.md").read_text("utf-8")
+    missing = [f for f in FAULT_TYPES if f"| `{f}` |" not in readme]
+    missing += [f"{name}.yaml" for name in SCENARIOS if f"`{name}.yaml`" not in readme]
+    assert not missing, f"simulators/README.md does not document {missing}"
