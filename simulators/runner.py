@@ -37,7 +37,8 @@ from simulators.scenario import load_scenario
 
 log = logging.getLogger("gridwatch.simulate")
 
-PROGRESS_EVERY_S = 5.0
+# A progress line this often while replaying, and less often once live (a log line a minute).
+PROGRESS_EVERY_S, LIVE_PROGRESS_EVERY_S = 5.0, 60.0
 # One Mosquitto here holds at most about 20,000 connections (its file limit, ulimit -n).
 MAX_CONNECTIONS = 18_000
 
@@ -87,6 +88,12 @@ class Progress:
         if len(reached) == self.workers:  # until every worker reported, the slowest is unknown
             combined.reached_ms = min(reached)
         return combined
+
+    def due(self) -> bool:
+        """Time for a line: every few seconds while replaying, every minute live."""
+        live = self.total.reached_ms >= self.plan.until_ms
+        every = LIVE_PROGRESS_EVERY_S if live else PROGRESS_EVERY_S
+        return time.monotonic() - self._mark[0] >= every
 
     def line(self) -> str:
         """``simulated up to …, N messages, R msg/s`` (the rate since the last line)."""
@@ -164,13 +171,10 @@ def run(plan: Plan, stop: threading.Event, progress: Callable[[Report], None]) -
 def run_here(plan: Plan, stop: threading.Event, say: Callable[[str], None]) -> Report:
     """Run in this process, saying how it goes every few seconds."""
     progress = Progress(plan)
-    last = time.monotonic()
 
     def report(r: Report) -> None:
-        nonlocal last
         progress.update(0, r)
-        if time.monotonic() - last >= PROGRESS_EVERY_S:
-            last = time.monotonic()
+        if progress.due():
             say(progress.line())
 
     return run(plan, stop, report)
@@ -232,7 +236,6 @@ def run_parallel(
     for worker in workers:
         worker.start()
     progress, finished = Progress(plan, len(workers)), set[int]()
-    last = time.monotonic()
     while len(finished) < len(workers):
         if stop.is_set():
             child_stop.set()
@@ -246,8 +249,7 @@ def run_parallel(
         progress.update(index, report)
         if done:
             finished.add(index)
-        if time.monotonic() - last >= PROGRESS_EVERY_S:
-            last = time.monotonic()
+        if progress.due():
             say(progress.line())
     for worker in workers:
         worker.join()

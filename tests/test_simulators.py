@@ -26,8 +26,9 @@ from devices import KINDS
 from devices.contract import Channel, Command, DeviceRecord
 from devices.patrol_robot.simulate import SPEED_MPS, distance_m
 from gridwatch.clock import ManualClock, SimulatedClock
-from simulators.engine import Simulation
+from simulators.engine import Report, Simulation
 from simulators.memory import MemoryTransport
+from simulators.runner import Plan, Progress, summary
 from tests.contract_helpers import COMMUNITY, NOW_MS, record, sample_payloads
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -363,3 +364,31 @@ def test_going_live_after_a_slow_replay_never_stamps_the_future() -> None:
     live = [json.loads(m.payload) for m in transport.messages[before:]]
     assert live, "nothing published live"
     assert max(m["ts"] for m in live) <= int(time.time() * 1000)
+
+
+def test_progress_lines_and_the_summary_per_kind() -> None:
+    plan = Plan("mqtt://x", "sqlite://", ("zjxc",), NOW_MS, NOW_MS + 3_600_000, 0, True, 1, 1)
+    progress = Progress(plan, workers=2)
+    first = Report(started_ms=NOW_MS, reached_ms=NOW_MS + 1_800_000)
+    first.counts.update({("door", "telemetry"): 600, ("door", "event"): 40})
+    first.devices.update({"door": 10})
+    progress.update(0, first)
+    assert "+00:00 (0% of the replay)" in progress.line()  # the other worker is not heard yet
+    second = Report(started_ms=NOW_MS, reached_ms=NOW_MS + 2_700_000)
+    second.counts.update({("streetlight", "telemetry"): 900})
+    second.devices.update({"streetlight": 20})
+    progress.update(1, second)
+    line = progress.line()
+    assert "(50% of the replay): 1,540 messages" in line and "msg/s" in line
+    table = summary(progress.total).splitlines()
+    assert table[0].split() == [
+        "kind",
+        "devices",
+        "telemetry",
+        "event",
+        "status",
+        "cmd_ack",
+        "total",
+    ]
+    assert table[1].split() == ["door", "10", "600", "40", "0", "0", "640"]
+    assert table[-1].split() == ["all", "30", "1,540"]
