@@ -12,9 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import alerts_latency, alerts_throughput, simulator_publish
 from bench import ingest_throughput as ingest
-from bench import simulator_publish
-from bench.common import median_of, private_stack
+from bench.common import Stack, median_of, private_stack
 
 REPS = 3
 INGEST_MESSAGES = 200_000
@@ -28,6 +28,27 @@ def _row(what: str, unit: str, reps: list[float]) -> dict[str, object]:
     return {"what": what, "unit": unit, "reps": reps, "median": median_of(reps)}
 
 
+def _alerts(stack: Stack) -> list[dict[str, object]]:
+    """Rule evaluation throughput, and publish-to-webhook latency steady and in a burst."""
+    day = alerts_throughput.demo_day(alerts_throughput.demo_database())
+    engine, with_sql = zip(*(alerts_throughput.measure(day) for _ in range(REPS)), strict=True)
+    latencies = [alerts_latency.measure(stack, f"alerts{rep}", day) for rep in range(REPS)]
+    rows = [
+        _row("alerts: rules on a demo day, one process", "events/s", [r.wall for r in engine]),
+        _row("alerts: same, per CPU second", "events/s", [r.cpu for r in engine]),
+        _row(
+            "alerts: same, committed to SQLite every 5,000", "events/s", [r.wall for r in with_sql]
+        ),
+        _row("alerts: that, per CPU second", "events/s", [r.cpu for r in with_sql]),
+    ]
+    for i, phase in enumerate(("10x demo load", "burst of 112 alerts")):
+        runs = [run[i] for run in latencies]
+        for pct in (50, 99):
+            values = [alerts_latency.percentile(r, pct) for r in runs]
+            rows.append(_row(f"alerts: publish -> webhook, {phase}, p{pct}", "ms", values))
+    return rows
+
+
 def main() -> None:
     """Run the benchmarks and print the table."""
     rows: list[dict[str, object]] = []
@@ -39,6 +60,8 @@ def main() -> None:
                 n, seconds = simulator_publish.measure(stack, qos, SIMULATED_HOURS)
                 rates.append(n / seconds)
             rows.append(_row(f"simulator publish, QoS {qos}", "msg/s", rates))
+        day = [simulator_publish.measure(stack, 1, 24.0)[1] for _ in range(REPS)]
+        rows.append(_row("simulator: the demo's whole day flat out, QoS 1", "s", day))
         consumers = [ingest.GRIDWATCH] + ([ingest.NODE_RED] if with_node_red else [])
         results: dict[str, tuple[list[float], list[float]]] = {c.name: ([], []) for c in consumers}
         for rep in range(REPS):
@@ -72,6 +95,7 @@ def main() -> None:
             _row("gridwatch peak RSS, 300,000 messages waiting in the broker", "MiB", rss_backlog)
         )
         rows.append(_row("gridwatch drain of that backlog once InfluxDB is back", "msg/s", drain))
+        rows.extend(_alerts(stack))
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=2))
