@@ -134,7 +134,7 @@ def alerts_service(stack: Stack, sql_url: str, name: str) -> Iterator[subprocess
     }
     log = (stack.root / f"{name}.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-c", "from alerts.cli import app; app()"], env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "gridwatch.cli", "alerts"], env=env, stdout=log, stderr=log
     )
     try:
         yield process

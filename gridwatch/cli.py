@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from alerts.cli import app as alerts_app
 from gridwatch.settings import get_settings
 
 app = typer.Typer(help="gridwatch: smart-community IoT monitoring backend.", no_args_is_help=True)
@@ -19,6 +20,7 @@ dashboards_app = typer.Typer(help="The Grafana dashboards.", no_args_is_help=Tru
 app.add_typer(dashboards_app, name="dashboards")
 users_app = typer.Typer(help="The API's users and API keys.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+app.add_typer(alerts_app, name="alerts")
 
 log = logging.getLogger("gridwatch")
 
