@@ -14,7 +14,7 @@ import itertools
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,6 +24,7 @@ import msgspec
 from devices.contract import Channel, Command, Community, DeviceRecord
 
 Action = Callable[[int], None]
+QUARTER_HOUR_MS = 900_000
 
 
 @dataclass(slots=True)
@@ -35,11 +36,9 @@ class Outgoing:
     retain: bool = False
 
 
-@dataclass(order=True, slots=True)
-class _Entry:
-    due_ms: int
-    order: int
-    action: Action = field(compare=False)
+# An agenda entry: (due_ms, order, action). A plain tuple, so the heap compares in C;
+# ``order`` is unique, so two entries never get as far as comparing their actions.
+_Entry = tuple[int, int, Action]
 
 
 class SimulatedDevice(ABC):
@@ -65,6 +64,8 @@ class SimulatedDevice(ABC):
         self._order = itertools.count()
         self._out: list[Outgoing] = []
         self._beats = 0  # the heartbeat cycle now running; ``report_now`` starts a new one
+        # The zone's UTC offset, valid within one quarter hour (zones change offsets on one).
+        self._offset_ms, self._offset_from, self._offset_until = 0, 0, -1
         # Spread heartbeats over the interval, as real devices powered on at random times.
         first = start_ms + rng.randrange(self.telemetry_interval_ms)
         self.at(first, lambda t: self._heartbeat(t, 0))
@@ -73,17 +74,18 @@ class SimulatedDevice(ABC):
 
     def at(self, due_ms: int, action: Action) -> None:
         """Run ``action(due_ms)`` when simulated time reaches ``due_ms``."""
-        heapq.heappush(self._agenda, _Entry(due_ms, next(self._order), action))
+        heapq.heappush(self._agenda, (due_ms, next(self._order), action))
 
     def next_due_ms(self) -> int:
         """When this device next has something to do."""
-        return self._agenda[0].due_ms
+        return self._agenda[0][0]
 
     def run_due(self, now_ms: int) -> list[Outgoing]:
         """Run every action due by ``now_ms`` and return what they published."""
-        while self._agenda and self._agenda[0].due_ms <= now_ms:
-            entry = heapq.heappop(self._agenda)
-            entry.action(entry.due_ms)
+        agenda = self._agenda
+        while agenda and agenda[0][0] <= now_ms:
+            due_ms, _, action = heapq.heappop(agenda)
+            action(due_ms)
         return self.drain()
 
     def drain(self) -> list[Outgoing]:
@@ -135,6 +137,23 @@ class SimulatedDevice(ABC):
     def local_time(self, ts: int) -> datetime:
         """``ts`` as a wall-clock time in the community's time zone."""
         return datetime.fromtimestamp(ts / 1000, _zone(self.community.timezone))
+
+    def _local_ms(self, ts: int) -> int:
+        """``ts`` shifted by the zone's offset: what a UTC clock would read at the local time."""
+        if not self._offset_from <= ts < self._offset_until:
+            offset = self.local_time(ts).utcoffset()
+            self._offset_ms = int(offset.total_seconds() * 1000) if offset else 0
+            self._offset_from = ts - ts % QUARTER_HOUR_MS
+            self._offset_until = self._offset_from + QUARTER_HOUR_MS
+        return ts + self._offset_ms
+
+    def local_hour(self, ts: int) -> int:
+        """The local hour at ``ts`` (cheaper than ``local_time(ts).hour``, which it equals)."""
+        return self._local_ms(ts) // 3_600_000 % 24
+
+    def local_day(self, ts: int) -> int:
+        """The local calendar day at ``ts``, as days since 1970-01-01."""
+        return self._local_ms(ts) // 86_400_000
 
     # --- commands -------------------------------------------------------------
 
@@ -213,7 +232,7 @@ class DailyProfile:
         t = after_ms
         while True:
             t += max(1, int(rng.expovariate(peak_rate_per_ms)))
-            factor = self.factors[device.local_time(t - shift_ms).hour]
+            factor = self.factors[device.local_hour(t - shift_ms)]
             if rng.random() * self.peak <= factor:
                 return t
 

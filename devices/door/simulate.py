@@ -60,6 +60,7 @@ class SimulatedDoor(SimulatedDevice):
         self.rssi_dbm = rng.randint(-85, -55)
         self._passage = 0  # which passage the door is open for; a newer one takes over
         self._opened_at = 0
+        self._openings = 0  # which opening of the leaf the held-open timer belongs to
         self._schedule_visit(start_ms)
 
     def _household(self, index: int) -> Household:
@@ -69,9 +70,9 @@ class SimulatedDoor(SimulatedDevice):
 
     def telemetry(self, ts: int) -> dict[str, Any]:
         """Lock and leaf state, signal, enclosure temperature following the day."""
-        hour = self.local_time(ts).hour
+        hour = self.local_hour(ts)
         temp = 12 + 6 * math.sin((hour - 9) / 24 * 2 * math.pi) + self.rng.gauss(0, 0.3)
-        rssi = max(-120, min(-30, self.rssi_dbm + self.rng.randint(-3, 3)))
+        rssi = max(-120, min(-30, self.rssi_dbm + int(self.rng.random() * 7) - 3))  # -3..3
         return {
             "locked": self.locked,
             "open": self.open,
@@ -113,23 +114,29 @@ class SimulatedDoor(SimulatedDevice):
         self._passage += 1
         passage = self._passage
         opened = ts + self.rng.randint(800, 2_500)
-        self.at(opened, self._open)
+        self.at(opened, lambda t: self._open(t, passage))
         if hold_ms is None:
             hold_ms = int(self.rng.lognormvariate(math.log(HOLD_MEDIAN_S), 0.4) * 1000)
         self.at(opened + hold_ms, lambda t: self._close(t, passage))
 
-    def _open(self, ts: int) -> None:
-        if not self.open:
-            self.open = True
-            self._opened_at = ts
-            self.send_event(ts, "open")
-            self.at(ts + HELD_OPEN_AFTER_MS, lambda t: self._check_held(t, self._passage))
+    def _open(self, ts: int, passage: int) -> None:
+        if passage == self._passage:  # else a later passage took over the door
+            self._leaf_opens(ts)
 
-    def _check_held(self, ts: int, passage: int) -> None:
+    def _leaf_opens(self, ts: int) -> None:
+        if self.open:
+            return
+        self.open, self._opened_at = True, ts
+        self._openings += 1
+        opening = self._openings
+        self.send_event(ts, "open")
+        self.at(ts + HELD_OPEN_AFTER_MS, lambda t: self._check_held(t, opening))
+
+    def _check_held(self, ts: int, opening: int) -> None:
         """The device's own timer: while the leaf stays open, say so every minute."""
-        if self.open and passage == self._passage:
+        if self.open and opening == self._openings:
             self.send_event(ts, "held_open", duration_s=(ts - self._opened_at) // 1000)
-            self.at(ts + HELD_OPEN_AFTER_MS, lambda t: self._check_held(t, passage))
+            self.at(ts + HELD_OPEN_AFTER_MS, lambda t: self._check_held(t, opening))
 
     def _close(self, ts: int, passage: int) -> None:
         if passage != self._passage:  # a later passage (or a fault) holds the door now
@@ -162,9 +169,7 @@ class SimulatedDoor(SimulatedDevice):
         self._passage += 1
         passage = self._passage
         self.send_event(ts, "forced_open")
-        self.open, self._opened_at = True, ts
-        self.send_event(ts, "open")
-        self.at(ts + HELD_OPEN_AFTER_MS, lambda t: self._check_held(t, passage))
+        self._leaf_opens(ts)
         self.at(ts + hold_ms, lambda t: self._close(t, passage))
 
     def tamper(self, ts: int) -> None:

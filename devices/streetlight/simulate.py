@@ -58,9 +58,9 @@ def clear_sky_lux(lat: float, lon: float, minute: int) -> float:
 
 
 @lru_cache(maxsize=1024)
-def cloud_factor(community: str, day: date) -> float:
-    """How much of the clear sky's light gets through on a day: the same for a whole community."""
-    return random.Random(f"{community}:{day.isoformat()}").uniform(0.3, 1.0)
+def cloud_factor(community: str, day: int) -> float:
+    """How much of the clear sky's light gets through on a day (days since 1970) at a community."""
+    return random.Random(f"{community}:{day}").uniform(0.3, 1.0)
 
 
 class SimulatedStreetlight(SimulatedDevice):
@@ -149,7 +149,7 @@ class SimulatedStreetlight(SimulatedDevice):
     def _lux(self, ts: int) -> float:
         """The sky at the lamp (clear-sky model times the day's cloud), plus its own light."""
         sky = clear_sky_lux(*self._sky_at, ts // 60_000)
-        sky *= cloud_factor(self.community.id, self.local_time(ts).date())
+        sky *= cloud_factor(self.community.id, self.local_day(ts))
         own = LAMP_SPILL_LUX * self._power_w() / self.rated_w
         return sky + own
 
