@@ -1,0 +1,1 @@
+"""imagery: the patrol robots' snapshots checked, blurred for privacy, stored and linked."""

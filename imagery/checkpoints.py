@@ -1,0 +1,84 @@
+"""Checkpoint plates: the QR code on each patrol checkpoint (巡更点), and reading it in a frame.
+
+A plate's QR code holds ``gridwatch:cp:{community}:{route_id}:{checkpoint_id}``,
+e.g. ``gridwatch:cp:zjxc:night-a:cp-07``. The community and route make a plate
+mean one checkpoint of one route only: a plate carried to another community,
+or a route's ids reused on another route, is not evidence. The checkpoint id
+is the registry's (``[A-Za-z0-9_.:-]{1,64}``, so it may itself hold colons: it
+is everything after the fourth colon).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+PREFIX = "gridwatch:cp:"
+_CODE = re.compile(
+    r"^gridwatch:cp:(?P<community>[a-z0-9-]{2,32}):(?P<route>[A-Za-z0-9_-]{1,32})"
+    r":(?P<checkpoint>[A-Za-z0-9_.:-]{1,64})$"
+)
+# QR modules need about 3 pixels to decode; a 1920-wide frame read at this width
+# still resolves a plate that fills a twentieth of it.
+QR_READ_WIDTH = 960
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointCode:
+    """What a checkpoint plate says."""
+
+    community: str
+    route: str
+    checkpoint_id: str
+
+    def __str__(self) -> str:
+        return f"{PREFIX}{self.community}:{self.route}:{self.checkpoint_id}"
+
+
+def checkpoint_qr_text(community: str, route: str, checkpoint_id: str) -> str:
+    """The text to print in a checkpoint's QR code; ``ValueError`` for ids outside the format."""
+    text = f"{PREFIX}{community}:{route}:{checkpoint_id}"
+    if not _CODE.match(text):
+        raise ValueError(f"not a valid checkpoint code: {text!r}")
+    return text
+
+
+def parse_checkpoint_qr(text: str) -> CheckpointCode | None:
+    """The checkpoint a QR text names, or None if it is not a checkpoint plate's."""
+    match = _CODE.match(text)
+    if match is None:
+        return None
+    return CheckpointCode(match["community"], match["route"], match["checkpoint"])
+
+
+def on_robot_route(code: CheckpointCode, community: str, attributes: Mapping[str, Any]) -> bool:
+    """True if ``code`` names a checkpoint of one of this robot's registered routes."""
+    if code.community != community:
+        return False
+    for route in attributes.get("routes", ()):
+        if route.get("id") == code.route:
+            return any(cp.get("id") == code.checkpoint_id for cp in route.get("checkpoints", ()))
+    return False
+
+
+class QrReader:
+    """Finds and decodes every QR code in a grey frame (one per thread)."""
+
+    def __init__(self) -> None:
+        # The ArUco-based detector finds small and tilted codes the classic one misses.
+        self._detector = cv2.QRCodeDetectorAruco()
+
+    def read(self, gray: npt.NDArray[np.uint8]) -> list[str]:
+        """The non-empty texts of the QR codes found."""
+        h, w = gray.shape[:2]
+        if w > QR_READ_WIDTH:
+            size = (QR_READ_WIDTH, max(1, round(h * QR_READ_WIDTH / w)))
+            gray = np.asarray(cv2.resize(gray, size, interpolation=cv2.INTER_AREA), np.uint8)
+        found, texts, _points, _straight = self._detector.detectAndDecodeMulti(gray)
+        return [t for t in texts if t] if found else []
