@@ -114,6 +114,15 @@ def ingest(verbose: Verbose = False) -> None:
 
 
 @app.command()
+def imagery(verbose: Verbose = False) -> None:
+    """Check, blur and store the patrol robots' snapshots from MQTT (runs until Ctrl-C)."""
+    from imagery.main import run_imagery
+
+    _logging(verbose)
+    run_imagery(get_settings(), _stop_on_signals())
+
+
+@app.command()
 def api(
     host: Annotated[str | None, typer.Option(help="default: GW_API_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="default: GW_API_PORT")] = None,

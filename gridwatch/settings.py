@@ -72,6 +72,17 @@ class Settings(BaseSettings):
     alerts_send_attempts: int = Field(8, ge=1, le=100, description="tries per notification")
     alerts_send_timeout_s: float = Field(10.0, gt=0, le=120, description="per HTTP attempt")
 
+    imagery_dir: str = Field("", description="snapshot files; default: state_dir/imagery")
+    imagery_client_id: str = Field("gridwatch-imagery", description="fixed id: persistent session")
+    imagery_share_group: str = Field("", description="shared-subscription group; empty = none")
+    imagery_inflight: int = Field(8, ge=1, le=1000, description="snapshots held unacknowledged")
+    imagery_retention_days: int = Field(30, ge=1, le=3650, description="default image retention")
+    imagery_max_pixels: int = Field(4096 * 4096, ge=1, description="largest declared frame")
+    imagery_face_width: int = Field(240, ge=64, le=4096, description="faces searched at this width")
+    imagery_person_width: int = Field(320, ge=64, le=4096, description="people searched at this")
+    imagery_metrics_host: str = Field("127.0.0.1", description="where imagery's /metrics listens")
+    imagery_metrics_port: int = Field(18002, ge=0, le=65535, description="Prometheus; 0 = off")
+
     grafana_url: str = Field("", description="an existing Grafana, for `gridwatch dashboards push`")
     grafana_token: str = Field("", description="its service-account token (dashboards: write)")
 
@@ -102,6 +113,11 @@ class Settings(BaseSettings):
                 "API has no default secret; generate one with `openssl rand -hex 32`"
             )
         return self.api_secret_key
+
+    @property
+    def imagery_root(self) -> Path:
+        """The directory imagery's files actually go to."""
+        return Path(self.imagery_dir) if self.imagery_dir else self.state_dir / "imagery"
 
     @property
     def sql_url(self) -> str:
