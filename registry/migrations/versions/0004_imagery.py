@@ -9,6 +9,7 @@ Create Date: 2025-11-24
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -28,11 +29,11 @@ def _ms(name: str, *, nullable: bool = False) -> sa.Column[int]:
     return sa.Column(name, sa.BigInteger(), nullable=nullable)
 
 
-def _optional(name: str, kind: sa.types.TypeEngine[object]) -> sa.Column[object]:
+def _optional(name: str, kind: sa.types.TypeEngine[Any]) -> sa.Column[Any]:
     return sa.Column(name, kind, nullable=True)
 
 
-def _file(variant: str, *, sized: bool) -> list[sa.Column[object]]:
+def _file(variant: str, *, sized: bool) -> list[sa.Column[Any]]:
     """A stored image: its hash and byte count, and for images we made, its pixel size."""
     columns = [
         _optional(f"{variant}_sha256", sa.String(64)),
