@@ -52,6 +52,9 @@ class DetectorSettings:
     """Working widths and scale steps: how thorough the search is, and so how fast."""
 
     face_width: int = 240
+    # Profiles at a little less: the same recall on faces of 64 px and more, a quarter
+    # less time for the two profile passes (measured as for the frontal width).
+    profile_width: int = 200
     person_width: int = 320
     face_scale_step: float = 1.2
     profile_scale_step: float = 1.3
@@ -82,16 +85,19 @@ class PrivacyDetector:
         # and equalising a night frame cost a third of the recall on faces of 64-96 px
         # (scikit-image's LFW faces pasted into synthetic night scenes) and time.
         small, scale = _scaled(gray, s.face_width)
+        found = self._frontal.detectMultiScale(small, s.face_scale_step, s.face_neighbours)
+        boxes = [_box(FACE, r, scale, FACE_MARGIN, gray.shape) for r in found]
+        small, scale = _scaled(gray, s.profile_width)
         width = small.shape[1]
-        found = [
-            *self._frontal.detectMultiScale(small, s.face_scale_step, s.face_neighbours),
-            *self._profile.detectMultiScale(small, s.profile_scale_step, s.face_neighbours),
-        ]
+        step, neighbours = s.profile_scale_step, s.face_neighbours
         mirrored = self._profile.detectMultiScale(
-            np.ascontiguousarray(small[:, ::-1]), s.profile_scale_step, s.face_neighbours
+            np.ascontiguousarray(small[:, ::-1]), step, neighbours
         )
-        found += [(width - x - w, y, w, h) for x, y, w, h in mirrored]
-        return [_box(FACE, r, scale, FACE_MARGIN, gray.shape) for r in found]
+        profiles = [
+            *self._profile.detectMultiScale(small, step, neighbours),
+            *((width - x - w, y, w, h) for x, y, w, h in mirrored),
+        ]
+        return boxes + [_box(FACE, r, scale, FACE_MARGIN, gray.shape) for r in profiles]
 
     def people(self, gray: npt.NDArray[np.uint8]) -> list[Box]:
         """Whole people (standing or walking) seen by the HOG detector."""
