@@ -5,7 +5,6 @@ Imports stay inside the commands, so loading the ``gridwatch`` command costs not
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -45,9 +44,8 @@ def list_command(
     from gridwatch.settings import get_settings
 
     for line in list_alerts(get_settings(), everything=everything, limit=limit):
-        opened = datetime.fromtimestamp(line.opened_ms / 1000, UTC).astimezone()
         typer.echo(
-            f"#{line.id:<6} {opened:%m-%d %H:%M} {line.status:<12} {line.severity:<8} "
+            f"#{line.id:<6} {line.opened:%m-%d %H:%M} {line.status:<12} {line.severity:<8} "
             f"{line.rule:<22} {line.title}  {line.place}"
         )
 

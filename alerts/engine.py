@@ -2,9 +2,12 @@
 
 ``handle`` decodes a message with ingest's own ``decode_message`` (the same
 checks, the same registry), turns it into an ``Observation`` and runs the rules
-that want it. Time is the messages' ``ts``: before a message is evaluated,
-every timer due before its ``ts`` fires; ``advance`` moves time on without a
-message (the service does so with the wall clock once it has caught up).
+that want it. Time is the messages' ``ts``. A device's own timers due before
+its message fire before the message is evaluated (a device's messages arrive in
+order); everyone else's wait for ``advance``, which the caller moves to a
+watermark: the newest ``ts`` seen once stragglers from other connections had
+time to arrive (see ``alerts.service``), so no device is judged silent while
+its messages are still on their way.
 
 Timers are one per rule and key, kept in a heap with lazy deletion: moving a
 timer later pushes nothing (the old entry, when it pops, re-queues itself), so
@@ -101,7 +104,9 @@ class Engine:
         self._changed: set[Slot] = set()
         self._out: list[Finding] = []
         self._bad_settings: set[tuple[str, str]] = set()
-        self.now_ms = 0
+        self._kind_rules: dict[str, list[Rule[Any, Any]]] = {}
+        self.now_ms = 0  # event time: every timer due by then has fired
+        self.newest_ms = 0  # the newest ts seen (capped by arrival + skew)
         self.outcomes: Counter[str] = Counter()
 
     # --- registry -----------------------------------------------------------------
@@ -155,24 +160,31 @@ class Engine:
         return Observation(device, channel, "", point.time_ms, point.fields)
 
     def observe(self, obs: Observation, received_ms: int | None = None) -> None:
-        """Run the rules for one observation, after the timers due before it."""
-        target = obs.ts if received_ms is None else min(obs.ts, received_ms + self._max_skew_ms)
-        self._fire(target, inclusive=False)
-        self.now_ms = max(self.now_ms, target)
-        site = self._directory.sites.get(obs.device.community)
-        if site is not None:
-            device = obs.device
-            for rule in self._rules_for(device.kind, obs.channel, obs.event):
-                key = device.device_id if rule.keyed_by_device else rule.key(obs)
-                slot = self._slot(rule, key, site, device)
-                if slot.params.enabled:
-                    rule.observe(Ctx(self, slot, site, device, obs.ts, self.now_ms), obs)
-        self._fire(self.now_ms, inclusive=True)
+        """Run the rules for one observation, after the device's own timers due before it.
 
-    def advance(self, now_ms: int) -> None:
-        """Move event time to ``now_ms``, firing the timers due by then."""
-        self._fire(now_ms, inclusive=True)
-        self.now_ms = max(self.now_ms, now_ms)
+        Other devices' timers wait for ``advance``: messages from different devices
+        may arrive out of order (an accelerated replay over hundreds of connections),
+        and a device's silence must not be judged before its own messages are in.
+        """
+        arrived = obs.ts if received_ms is None else min(obs.ts, received_ms + self._max_skew_ms)
+        self.newest_ms = max(self.newest_ms, arrived)
+        device = obs.device
+        site = self._directory.sites.get(device.community)
+        if site is None:
+            return
+        self._fire_own(device, obs.ts, inclusive=False)
+        for rule in self._rules_for(device.kind, obs.channel, obs.event):
+            key = device.device_id if rule.keyed_by_device else rule.key(obs)
+            slot = self._slot(rule, key, site, device)
+            if slot.params.enabled:
+                rule.observe(Ctx(self, slot, site, device, obs.ts, max(self.now_ms, obs.ts)), obs)
+        self._fire_own(device, obs.ts, inclusive=True)  # timers this message set in the past
+
+    def advance(self, now_ms: int | None = None) -> None:
+        """Move event time to ``now_ms`` (default: the newest ``ts`` seen), firing what is due."""
+        target = self.newest_ms if now_ms is None else now_ms
+        self._fire(target, inclusive=True)
+        self.now_ms = max(self.now_ms, target)
 
     def take_findings(self) -> list[Finding]:
         """The findings since the last call, in order (a group's before its members)."""
@@ -227,6 +239,31 @@ class Engine:
             self._changed.add(slot)
             self.now_ms = max(self.now_ms, due)
             self._run_timer(slot, due)
+
+    def _fire_own(self, device: DeviceRecord, before_ms: int, *, inclusive: bool) -> None:
+        """Fire the device's own timers due before (or at) ``before_ms``, in time order."""
+        due: list[tuple[int, str, Slot]] = []
+        for rule in self._own_rules(device.kind):
+            slot = self._slots.get((rule.id, device.device_id))
+            if slot is None or slot.due_ms is None:
+                continue
+            if slot.due_ms < before_ms or (inclusive and slot.due_ms == before_ms):
+                due.append((slot.due_ms, rule.id, slot))
+        for at_ms, _, own in sorted(due):
+            own.due_ms = None  # its heap entry, when it pops, is found stale
+            self._changed.add(own)
+            self._run_timer(own, at_ms)
+
+    def _own_rules(self, kind: str) -> list[Rule[Any, Any]]:
+        rules = self._kind_rules.get(kind)
+        if rules is None:
+            rules = [
+                r
+                for r in self._rules.values()
+                if r.keyed_by_device and (not r.kinds or kind in r.kinds)
+            ]
+            self._kind_rules[kind] = rules
+        return rules
 
     def _run_timer(self, slot: Slot, due: int) -> None:
         site = self._directory.sites.get(slot.community)

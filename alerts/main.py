@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
@@ -25,6 +27,7 @@ from gridwatch.settings import Settings
 from influx.client import InfluxClient
 from ingest.decode import Limits
 from registry.db import make_engine, make_sessionmaker
+from registry.models import Community
 
 log = logging.getLogger("gridwatch")
 
@@ -85,18 +88,31 @@ class AlertLine:
     rule: str
     title: str
     place: str
-    opened_ms: int
+    opened: datetime  # in the community's time zone
 
 
 def list_alerts(settings: Settings, *, everything: bool, limit: int) -> list[AlertLine]:
     """The newest alerts, unresolved only unless ``everything``."""
-    query = select(Alert).order_by(Alert.id.desc()).limit(limit)
+    query = (
+        select(Alert, Community.timezone)
+        .join(Community, Community.id == Alert.community_id)
+        .order_by(Alert.id.desc())
+        .limit(limit)
+    )
     if not everything:
         query = query.where(Alert.status != RESOLVED)
     with database(settings).read() as session:
         return [
-            AlertLine(a.id, a.status, a.severity, a.rule, a.title, a.place, a.opened_ms)
-            for a in session.scalars(query)
+            AlertLine(
+                a.id,
+                a.status,
+                a.severity,
+                a.rule,
+                a.title,
+                a.place,
+                datetime.fromtimestamp(a.opened_ms / 1000, ZoneInfo(tz)),
+            )
+            for a, tz in session.execute(query)
         ]
 
 

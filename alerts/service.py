@@ -7,9 +7,13 @@ Threads:
   ``AlertProcessor``: the rules, then in one SQL transaction the alerts,
   transitions, owed notifications and rule states. Only after the commit does
   it acknowledge the batch's messages, so a crash replays them instead of
-  losing what they changed. It also moves event time on with the wall clock,
-  but only once the stream has caught up (see ``_live_now``): a restart that
-  replays a backlog must not first find every device silent;
+  losing what they changed. It moves event time (the engine's timers) to a
+  watermark: the newest ``ts`` seen ``straggle_ms`` of wall time ago, so that
+  messages of other connections still on their way are in before anyone is
+  judged silent (an accelerated replay over 342 connections reorders by minutes
+  of event time); and, once the stream has caught up, with the wall clock (see
+  ``_event_time``): a restart that replays a backlog must not first find every
+  device silent;
 - the dispatcher sends the outbox (``alerts.outbox``);
 - the exporter writes transitions to InfluxDB (``alerts.export``).
 """
@@ -75,6 +79,7 @@ class AlertProcessor:
         self.engine = Engine(rules, directory, limits=limits)
         self.store.set_escalation(escalation_overrides(directory))
         restored = self.engine.restore(states)
+        self.restored = restored
         log.info(
             "alerts: %d devices in %d communities, %d rule states restored",
             len(directory.devices), len(directory.sites), restored,
@@ -89,17 +94,17 @@ class AlertProcessor:
         self.store.set_escalation(escalation_overrides(directory))
 
     def process(self, messages: Iterable[tuple[str, bytes, int]], now_ms: int | None = None) -> int:
-        """Run messages (topic, payload, arrival ms), then move time to ``now_ms``; commit.
+        """Run messages (topic, payload, arrival ms), then move event time; commit.
 
-        Returns how many messages named a device the registry does not know.
+        ``now_ms`` is the watermark to move to (default: the newest ``ts`` seen, right
+        for one ordered stream). Returns how many messages named an unknown device.
         """
         unknown = 0
         for topic, payload, received_ms in messages:
             outcome = self.engine.handle(topic, payload, received_ms)
             if isinstance(outcome, Rejected) and outcome.reason is Reason.UNKNOWN_DEVICE:
                 unknown += 1
-        if now_ms is not None:
-            self.engine.advance(now_ms)
+        self.engine.advance(now_ms)
         findings = self.engine.take_findings()
         changes = self.engine.take_changes()
         with self._database.write() as session:
@@ -121,8 +126,12 @@ class AlertsConfig:
     flush_ms: int = 50
     inflight: int = 2000
     registry_refresh_s: float = 30.0
-    # Event time follows the wall once the newest ts seen is this close to it, or
-    # once nothing has arrived for idle_ms (the backlog is drained) ...
+    # Messages of other connections may arrive this much (wall time) after the newest:
+    # a replay at 3000x over 342 connections on a loaded machine stalls some of them
+    # for seconds (hours of event time). Live, the wall clock moves time instead.
+    straggle_ms: int = 30_000
+    # Event time follows the wall once the watermark is this close to it, or once
+    # nothing has arrived for idle_ms (the backlog is drained) ...
     live_lag_ms: int = 60_000
     idle_ms: int = 10_000
     # ... and then stays this far behind it, for messages still on their way.
@@ -131,6 +140,23 @@ class AlertsConfig:
     send_timeout_s: float = 10.0
     send_workers: int = 4
     limits: Limits = field(default_factory=Limits)
+
+
+class Watermark:
+    """The newest ``ts`` seen ``lag_s`` seconds (wall) ago: what every connection has delivered."""
+
+    def __init__(self, lag_s: float) -> None:
+        self._lag_s = lag_s
+        self._marks: deque[tuple[float, int]] = deque()  # (monotonic s, newest ts then)
+
+    def note(self, now_s: float, newest_ms: int) -> int:
+        """Record the newest ``ts`` now; return the watermark (0 until ``lag_s`` has passed)."""
+        self._marks.append((now_s, newest_ms))
+        settled = now_s - self._lag_s
+        while len(self._marks) > 1 and self._marks[1][0] <= settled:
+            self._marks.popleft()
+        first_s, first_ms = self._marks[0]
+        return first_ms if first_s <= settled else 0
 
 
 @dataclass(slots=True)
@@ -171,7 +197,9 @@ class AlertService:
         self._wake = threading.Condition()
         self._stop = threading.Event()
         self._connected = threading.Event()
-        self._last_received = time.monotonic()
+        self._last_activity = time.monotonic()  # a message came, or a batch was acknowledged
+        self._watermark = Watermark(config.straggle_ms / 1000)
+        self._live = False
         self._threads = [
             threading.Thread(target=self._process_loop, name="alerts-process", daemon=True),
             threading.Thread(
@@ -253,7 +281,7 @@ class AlertService:
         )
         with self._wake:
             self._queue.append(received)
-            self._last_received = time.monotonic()
+            self._last_activity = time.monotonic()
             if len(self._queue) >= self.config.batch_size:
                 self._wake.notify()
 
@@ -277,16 +305,37 @@ class AlertService:
             n = min(len(self._queue), self.config.batch_size)
             return [self._queue.popleft() for _ in range(n)]
 
-    def _live_now(self) -> int | None:
-        """The event time the wall clock vouches for, or None while catching up."""
+    def _event_time(self, batch: list[_Received]) -> int:
+        """Where event time may move: the watermark, or the wall once live; never back."""
+        engine = self.processor.engine
+        watermark = self._watermark.note(time.monotonic(), engine.newest_ms)
+        live = self._live_now(watermark, idle_possible=not batch)
+        return max(engine.now_ms, watermark, live or 0)
+
+    def _live_now(self, watermark: int, *, idle_possible: bool) -> int | None:
+        """The event time the wall clock vouches for, or None while catching up.
+
+        Live once the watermark is close to the wall, or once nothing has come for
+        ``idle_ms`` after something did (or after a restart with state to watch
+        over): a service that has seen nothing yet waits for the stream, which may
+        be a replay of the past (``make run`` replays the last day).
+        """
         if not self._connected.is_set():
             return None  # our outage is no reason to call devices silent
         wall = self.clock.now_ms()
-        idle_ms = (time.monotonic() - self._last_received) * 1000
-        newest = self.processor.engine.now_ms
-        if newest >= wall - self.config.live_lag_ms or idle_ms >= self.config.idle_ms:
-            return wall - self.config.grace_ms
-        return None
+        # Idle counts from the last message or acknowledgement: a slow batch holds back
+        # the broker (receive maximum), and that silence is ours, not the devices'.
+        idle_ms = (time.monotonic() - self._last_activity) * 1000
+        watching = self.processor.engine.newest_ms > 0 or self.processor.restored > 0
+        idle = idle_possible and watching and idle_ms >= self.config.idle_ms
+        live = watermark >= wall - self.config.live_lag_ms or idle
+        if live != self._live:
+            self._live = live
+            why = "idle" if idle else "caught up" if live else "behind"
+            log.info(
+                "alerts: event time %s the wall clock (%s)", "follows" if live else "leaves", why
+            )
+        return wall - self.config.grace_ms if live else None
 
     def _process_loop(self) -> None:
         last_tick = last_reload = last_unknown_reload = time.monotonic()
@@ -309,7 +358,7 @@ class AlertService:
     def _process(self, batch: list[_Received]) -> int:
         messages = [(r.topic, r.payload, r.received_ms) for r in batch]
         try:
-            unknown = self.processor.process(messages, self._live_now())
+            unknown = self.processor.process(messages, self._event_time(batch))
         except Exception:
             # Nothing of the batch was committed: start again from what SQL holds, and
             # let the broker send the unacknowledged messages again.
@@ -318,6 +367,8 @@ class AlertService:
             return 0
         for received in batch:
             self._client.ack(received.mid, received.qos)
+        if batch:
+            self._last_activity = time.monotonic()
         self.dispatcher.wake.set()
         return unknown
 

@@ -54,7 +54,7 @@ class _Step:
 
     transition: str
     alert: Alert
-    finding: Finding
+    at_ms: int
     recipients: list[Recipient]
     group: Alert | None  # the open alert of the finding's group, when it opened
     members: list[Alert]  # for a group's alert: its members open when it opened
@@ -116,11 +116,11 @@ class AlertStore:
                 group = open_alerts.get((finding.community, finding.group))
                 members = [a for a in open_alerts.values() if a.group_key == alert.open_key]
                 open_alerts[key] = alert
-                steps.append(_Step(OPENED, alert, finding, recipients, group, members))
+                steps.append(_Step(OPENED, alert, finding.ts, recipients, group, members))
             elif alert is not None and alert.auto_resolve:
                 del open_alerts[key]
-                self._close(alert, finding.ts, SYSTEM)
-                steps.append(_Step(RESOLVED, alert, finding, [], None, []))
+                at_ms = self._close(alert, finding.ts, SYSTEM)
+                steps.append(_Step(RESOLVED, alert, at_ms, [], None, []))
         session.flush()  # the new alerts' ids
         for step in steps:
             if step.transition == OPENED:
@@ -128,9 +128,7 @@ class AlertStore:
                 recipients = step.recipients
             else:
                 recipients = self._told(session, step.alert.id)
-            self._step(
-                session, step.alert, step.transition, step.finding.ts, SYSTEM, None, recipients
-            )
+            self._step(session, step.alert, step.transition, step.at_ms, SYSTEM, None, recipients)
 
     def _open_alerts(
         self, session: Session, findings: Sequence[Finding]
@@ -271,15 +269,18 @@ class AlertStore:
     def _resolve(
         self, session: Session, alert: Alert, at_ms: int, by: str, note: str | None
     ) -> None:
-        self._close(alert, at_ms, by)
+        at_ms = self._close(alert, at_ms, by)
         self._step(session, alert, RESOLVED, at_ms, by, note, self._told(session, alert.id))
 
     @staticmethod
-    def _close(alert: Alert, at_ms: int, by: str) -> None:
+    def _close(alert: Alert, at_ms: int, by: str) -> int:
+        """Mark the alert resolved; returns when (never before it opened: a late message)."""
+        at_ms = max(at_ms, alert.opened_ms)
         alert.status = RESOLVED
         alert.resolved_ms = at_ms
         alert.resolved_by = by
         alert.open_key = None
+        return at_ms
 
     def _told(self, session: Session, alert_id: int) -> list[Recipient]:
         """The people (with their channels) who were notified of this alert."""

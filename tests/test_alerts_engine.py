@@ -74,6 +74,22 @@ def test_silence_fires_at_three_intervals_after_the_last_message() -> None:
     assert (cleared.rule, cleared.raised) == ("device.offline", False)
 
 
+def test_a_late_device_is_not_judged_silent_before_its_messages_are_in() -> None:
+    # Two doors over two connections: d2's messages come in late (a replay at 3000x),
+    # but event time only moves when the caller says all connections have delivered.
+    d1, d2 = device("door", "d1"), device("door", "d2")
+    eng = engine(d1, d2)
+    for minute in range(10):
+        door_reading(eng, d1, T0 + minute * MINUTE)
+    for minute in range(10):
+        door_reading(eng, d2, T0 + minute * MINUTE)
+    eng.advance()
+    assert raised(eng.take_findings()) == []
+    # A door's own timers still fire before its own next message.
+    door_reading(eng, d1, T0 + 15 * MINUTE)
+    assert raised(eng.take_findings()) == [("device.offline", "d1", T0 + 12 * MINUTE)]
+
+
 def test_frequent_reports_keep_about_one_timer_per_device() -> None:
     robot = device("patrol_robot", "r1")
     eng = engine(robot)
@@ -91,7 +107,8 @@ def test_a_fast_device_clock_does_not_drag_event_time_forward() -> None:
     body = json.dumps({"ts": T0 + 9 * MINUTE, "seq": 1, "locked": True, "open": False,
                        "rssi_dbm": -60, "temp_c": 12.0}).encode()  # fmt: skip
     eng.handle("sc/zjxc/door/d2/telemetry", body, T0 + MINUTE)
-    assert eng.now_ms == T0 + MINUTE + 5_000
+    assert eng.newest_ms == T0 + MINUTE + 5_000
+    eng.advance()
     assert raised(eng.take_findings()) == []
 
 

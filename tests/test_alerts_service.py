@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import select
 
 from alerts.models import Alert, AlertNotification, AlertRuleState
-from alerts.service import AlertsConfig, AlertService
+from alerts.service import AlertsConfig, AlertService, Watermark
 from alerts.sql import Database
 from alerts.store import AlertStore
 from broker.address import BrokerAddress
@@ -61,7 +61,9 @@ class Site:
 
     def service(self, influx: InfluxClient | None) -> AlertService:
         """A started alerts service with the site's own persistent session."""
-        config = AlertsConfig(broker=self.broker, client_id=f"alerts-{self.id}", flush_ms=20)
+        config = AlertsConfig(
+            broker=self.broker, client_id=f"alerts-{self.id}", flush_ms=20, idle_ms=2_000
+        )
         service = AlertService(config, self.database, influx)
         service.start()
         assert service.subscribed.wait(10)
@@ -99,6 +101,14 @@ def site(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Site]:
         site = Site(tmp_path, stand_in, mosquitto)
         yield site
         site.close()
+
+
+def test_the_watermark_is_what_every_connection_had_delivered_a_while_ago() -> None:
+    watermark = Watermark(lag_s=30)
+    assert watermark.note(100.0, 1_000) == 0  # not 30 s of history yet
+    assert watermark.note(110.0, 5_000) == 0
+    assert watermark.note(131.0, 9_000) == 1_000  # the newest as of 101 s: from 100 s
+    assert watermark.note(145.0, 9_500) == 5_000  # as of 115 s: from 110 s
 
 
 def test_a_forced_door_reaches_every_channel_and_influxdb(
