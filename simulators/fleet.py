@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import selectors
 import socket
 import time
@@ -153,9 +154,28 @@ class Fleet:
         conn = self._conns[device_id]
         if conn.will is None:
             raise ValueError(f"{device_id} shares a connection: it has no last will of its own")
+        self._settle(conn)
         self._unregister(conn)
         conn.drop()
         self._held_down.add(conn)
+
+    @staticmethod
+    def _settle(conn: Connection, timeout: float = 5.0) -> None:
+        """Write out, and see acknowledged, what the device has sent so far.
+
+        The buffering is ours, not the device's: what it sent before it went away
+        must reach the broker before its will does.
+        """
+        deadline = time.monotonic() + timeout
+        while conn.sock is not None and (conn.out or conn.inflight):
+            if time.monotonic() > deadline:
+                unconfirmed = len(conn.inflight)
+                log.warning("%s: %d messages unconfirmed as it drops", conn.client_id, unconfirmed)
+                return
+            conn.flush()
+            readable, _, _ = select.select([conn.sock], [], [], 0.01)
+            if readable:
+                conn.read()
 
     def restore(self, device_id: str) -> None:
         """Reconnect a dropped device."""

@@ -115,9 +115,14 @@ class Witness:
         return False
 
     def received(self, topic_part: str, where: str = "") -> list[dict[str, object]]:
-        """JSON payloads on topics containing ``topic_part`` whose text contains ``where``."""
+        """Payloads published since it subscribed (not retained ones from earlier tests) on
+        topics containing ``topic_part``, whose text contains ``where``."""
         with self._lock:
-            found = [p for t, p, _ in self.messages if topic_part in t and where.encode() in p]
+            found = [
+                p
+                for t, p, retained in self.messages
+                if topic_part in t and where.encode() in p and not retained
+            ]
         return [json.loads(p) for p in found]
 
     def wait_for(self, topic_part: str, where: str = "") -> dict[str, object]:
