@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import alerts_latency, alerts_throughput, simulator_publish
+from bench import alerts_latency, alerts_throughput, imagery_throughput, simulator_publish
 from bench import ingest_throughput as ingest
 from bench.common import Stack, median_of, private_stack
 
@@ -49,18 +49,28 @@ def _alerts(stack: Stack) -> list[dict[str, object]]:
     return rows
 
 
+def _imagery() -> list[dict[str, object]]:
+    """Snapshots handled per second on one core, and the peak memory, per set and frame size."""
+    rows = []
+    for kind, width, height, face_width, results in imagery_throughput.runs(REPS):
+        what = f"imagery: {kind} snapshots {width}×{height}, faces at {face_width} px, one core"
+        rows.append(_row(what, "snapshots/s", [r.rate for r in results]))
+        rows.append(_row(f"{what}, per CPU second", "snapshots/s", [r.cpu_rate for r in results]))
+        rows.append(_row(f"{what}, peak RSS", "MiB", [r.peak_mib for r in results]))
+    return rows
+
+
 def main() -> None:
     """Run the benchmarks and print the table."""
     rows: list[dict[str, object]] = []
     with_node_red = ingest.install_node_red()
     with private_stack() as stack:
         for qos in (0, 1):
-            rates = []
-            for _ in range(REPS):
-                n, seconds = simulator_publish.measure(stack, qos, SIMULATED_HOURS)
-                rates.append(n / seconds)
-            rows.append(_row(f"simulator publish, QoS {qos}", "msg/s", rates))
-        day = [simulator_publish.measure(stack, 1, 24.0)[1] for _ in range(REPS)]
+            runs = [simulator_publish.measure(stack, qos, SIMULATED_HOURS) for _ in range(REPS)]
+            rows.append(_row(f"simulator publish, QoS {qos}", "msg/s", [r.rate for r in runs]))
+            per_cpu = [r.cpu_rate for r in runs]
+            rows.append(_row(f"simulator publish, QoS {qos}, per CPU second", "msg/s", per_cpu))
+        day = [simulator_publish.measure(stack, 1, 24.0).seconds for _ in range(REPS)]
         rows.append(_row("simulator: the demo's whole day flat out, QoS 1", "s", day))
         consumers = [ingest.GRIDWATCH] + ([ingest.NODE_RED] if with_node_red else [])
         results: dict[str, tuple[list[float], list[float]]] = {c.name: ([], []) for c in consumers}
@@ -96,6 +106,7 @@ def main() -> None:
         )
         rows.append(_row("gridwatch drain of that backlog once InfluxDB is back", "msg/s", drain))
         rows.extend(_alerts(stack))
+    rows.extend(_imagery())
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=2))

@@ -38,6 +38,7 @@ class ImageFiles:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._made: set[Path] = set()  # directories known to exist: no mkdir per file
 
     def path(self, variant: Variant, sha256: str) -> Path:
         """Where the file of that variant and hash lives (whether or not it exists)."""
@@ -51,7 +52,9 @@ class ImageFiles:
         target = self.path(variant, digest)
         if target.exists():
             return digest
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent not in self._made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(target.parent)
         fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as out:
