@@ -126,8 +126,8 @@ class ImageryConfig:
         return f"$share/{self.share_group}/{SUBSCRIPTION}" if self.share_group else SUBSCRIPTION
 
 
-class _Retry(Exception):
-    """SQL or the broker is unavailable: keep the message, try again later."""
+class Unavailable(Exception):
+    """SQL, the image directory or the broker is unavailable: keep the message, try later."""
 
 
 class ImageryService:
@@ -225,7 +225,7 @@ class ImageryService:
             try:
                 self.handle(delivery.topic, delivery.payload, self.clock.now_ms())
                 return True
-            except _Retry as exc:
+            except Unavailable as exc:
                 log.warning("%s; retrying in %.1f s", exc, backoff)
             except Exception:  # a bug must not wedge the queue: log it and let the message go
                 log.exception("handling %s failed; message dropped", delivery.topic[:200])
@@ -236,11 +236,13 @@ class ImageryService:
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     def handle(self, topic: str, payload: bytes, received_ms: int) -> None:
-        """Handle one message completely (files, SQL, events); ``_Retry`` if it must wait."""
+        """Handle one message completely (files, SQL, events); ``Unavailable`` if it must wait."""
         try:
             self._dispatch(topic, payload, received_ms)
         except OperationalError as exc:
-            raise _Retry(f"SQL unavailable ({exc.orig})") from exc
+            raise Unavailable(f"SQL unavailable ({exc.orig})") from exc
+        except OSError as exc:  # the image directory: full, unmounted, not writable
+            raise Unavailable(f"cannot write the image files ({exc})") from exc
 
     def _dispatch(self, topic: str, payload: bytes, received_ms: int) -> None:
         try:
@@ -392,7 +394,7 @@ class ImageryService:
         try:
             self._publisher.publish(topic, msgspec.json.encode(message))
         except PublishFailed as exc:
-            raise _Retry(f"the broker did not take an event ({exc})") from exc
+            raise Unavailable(f"the broker did not take an event ({exc})") from exc
 
     def _publish_evidence(self, session: Session, rows: list[Snapshot]) -> int:
         """Publish the checkpoint evidence of rows that have both a checkpoint and a time."""

@@ -39,7 +39,7 @@ from imagery.files import ImageFiles, Variant, sha256_hex
 from imagery.main import MqttPublisher
 from imagery.models import RobotCamera, Snapshot, SnapshotRejection
 from imagery.pipeline import Limits
-from imagery.service import ImageryConfig, ImageryService, camera_topic
+from imagery.service import ImageryConfig, ImageryService, Unavailable, camera_topic
 from imagery.store import alerts_for_snapshot, file_sha256, find_snapshot, snapshots_for_alert
 from imagery.synthetic import synthetic_snapshot
 from ingest.directory import StaticDevices
@@ -465,3 +465,17 @@ def test_retention_deletes_old_rows_and_their_files_per_community(
     assert not old_file.exists()  # nobody refers to it any more
     assert shared_file.exists()  # s-new still does
     assert service.enforce_retention() == 0
+
+
+def test_a_snapshot_that_cannot_be_written_is_held_not_dropped(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """The image directory unusable (here: a file where a directory should be): retry later."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    service = offline_service(sessions, blocker / "imagery")
+    with pytest.raises(Unavailable, match="cannot write the image files"):
+        service.handle(SNAPSHOT_TOPIC.format("s-held"), synthetic_snapshot(1, "loitering"), 0)
+    with sessions() as session:
+        assert find_snapshot(session, ROBOT, "s-held") is None
+        assert session.scalar(select(func.count()).select_from(SnapshotRejection)) == 0
