@@ -169,7 +169,7 @@ class ImageryService:
             session_expiry_s=SESSION_EXPIRY_S,
             maximum_packet_size=MAX_PACKET_BYTES,
         )
-        self._subscriber.on_connected = lambda present: self.metrics.broker_up.set(1)
+        self._subscriber.on_connected = self._on_connected
         self._subscriber.on_disconnected = self._on_disconnected
         self.subscribed = self._subscriber.subscribed
         self.metrics.backlog.set_function(lambda: len(self._queue))
@@ -193,6 +193,10 @@ class ImageryService:
         self._housekeeper.join(timeout)
         self._subscriber.stop()
         self.devices.stop()
+
+    def _on_connected(self, session_present: bool) -> None:
+        self.metrics.broker_up.set(1)
+        log.info("connected to broker (session present: %s)", session_present)
 
     def _on_disconnected(self, why: str) -> None:
         self.metrics.broker_up.set(0)
