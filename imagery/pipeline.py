@@ -158,7 +158,10 @@ class Processor:
             (k for k in _REDUCED if info.pixels / (k * k) <= self.limits.decode_max_pixels), 8
         )
         buffer = np.frombuffer(data, np.uint8)
-        frame = cv2.imdecode(buffer, _REDUCED[reduction])
+        try:
+            frame = cv2.imdecode(buffer, _REDUCED[reduction])
+        except cv2.error as exc:  # libjpeg gave up on a corrupt file in a way OpenCV raises
+            raise Refused(Reason.UNDECODABLE, str(exc).strip()[-200:]) from None
         if frame is None:
             raise Refused(Reason.UNDECODABLE, "OpenCV could not decode the image")
         # libjpeg rounds reduced sizes up; any other size means the header lied.

@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from imagery.checkpoints import (
     CheckpointCode,
@@ -33,6 +35,7 @@ Image = npt.NDArray[np.uint8]
 SCENES = ["garbage_overflow", "fire_lane_blocked", "loitering", "smoke_fire", "waterlogging"]
 # Where the astronaut's face is in the 512×512 photograph (between the eyes).
 FACE_POINT = (222, 112)
+CORRUPTIBLE = synthetic_snapshot(11, "loitering")
 ROUTES = {"routes": [{"id": "night-a", "checkpoints": [{"id": "cp-07"}, {"id": "gate:1"}]}]}
 
 
@@ -147,6 +150,30 @@ print(json.dumps({"bomb": bomb, "bomb_kib": after_bomb - before, "large_kib": af
     # the privacy version is at most 1920 wide.
     assert result["large_kib"] < 150 * 1024
     assert result["privacy"] == [1920, 1920]
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 60_000), st.integers(0, 255)), max_size=30),
+    cut=st.one_of(st.none(), st.integers(0, 60_000)),
+)
+def test_corrupted_jpegs_are_processed_or_refused_never_crash(
+    processor: Processor, edits: list[tuple[int, int]], cut: int | None
+) -> None:
+    """Bytes changed anywhere (header included) and files cut anywhere: a result or a reason."""
+    data = bytearray(CORRUPTIBLE)
+    for position, value in edits:
+        data[position % len(data)] = value
+    if cut is not None:
+        data = data[: cut % len(data)]
+    try:
+        result = processor.process(bytes(data))
+    except Refused as refused:
+        assert refused.reason in set(Reason)
+    else:
+        assert result.privacy.width <= Limits().privacy_max_width
 
 
 # --- faces and people blurred ---------------------------------------------------------------
