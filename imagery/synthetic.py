@@ -15,7 +15,10 @@ cameras fail: too dark, out of focus, or the lens covered.
 
 from __future__ import annotations
 
+import zlib
+from datetime import datetime
 from typing import Final, Literal, get_args
+from zoneinfo import ZoneInfo
 
 import cv2
 import numpy as np
@@ -45,6 +48,32 @@ def pick_condition(
     names = list(weights)
     p = np.array([weights[n] for n in names], dtype=np.float64)
     return names[int(rng.choice(len(names), p=p / p.sum()))]
+
+
+def detection_snapshot(
+    device_id: str,
+    seq: int,
+    scene: str,
+    ts_ms: int,
+    *,
+    checkpoint_qr: str | None = None,
+    timezone: str = "Asia/Shanghai",
+) -> bytes:
+    """The frame a simulated robot sends behind its detection number ``seq``.
+
+    Deterministic from the robot and ``seq`` (a replay sends the same bytes);
+    sometimes dark or blurred (``pick_condition``); captioned with the robot and
+    the local time, as a camera's on-screen display is.
+    """
+    seed = zlib.crc32(f"{device_id}:{seq}".encode())
+    local = datetime.fromtimestamp(ts_ms / 1000, ZoneInfo(timezone))
+    return synthetic_snapshot(
+        seed,
+        scene,
+        condition=pick_condition(seed),
+        checkpoint_qr=checkpoint_qr,
+        caption=f"{device_id} {local:%Y-%m-%d %H:%M:%S}",
+    )
 
 
 def synthetic_snapshot(

@@ -29,7 +29,13 @@ from imagery.checkpoints import (
 from imagery.jpeg import inspect_jpeg
 from imagery.pipeline import Limits, Processor, Reason, Refused
 from imagery.privacy import FACE, Box, blur_regions
-from imagery.synthetic import CONDITIONS, pick_condition, synthetic_frame, synthetic_snapshot
+from imagery.synthetic import (
+    CONDITIONS,
+    detection_snapshot,
+    pick_condition,
+    synthetic_frame,
+    synthetic_snapshot,
+)
 
 Image = npt.NDArray[np.uint8]
 SCENES = ["garbage_overflow", "fire_lane_blocked", "loitering", "smoke_fire", "waterlogging"]
@@ -302,6 +308,16 @@ def test_synthetic_snapshots_are_deterministic_jpegs_of_the_asked_size() -> None
     info = inspect_jpeg(synthetic_snapshot(1, "waterlogging", width=1280, height=720))
     assert (info.width, info.height) == (1280, 720)
     assert len(a) < Limits().max_bytes
+
+
+def test_a_detection_snapshot_is_the_same_for_the_same_robot_and_detection() -> None:
+    plate = checkpoint_qr_text("zjxc", "night-a", "cp-02")
+    a = detection_snapshot("zjxc-robot-1", 17, "smoke_fire", 1_795_000_000_000, checkpoint_qr=plate)
+    assert a == detection_snapshot(
+        "zjxc-robot-1", 17, "smoke_fire", 1_795_000_000_000, checkpoint_qr=plate
+    )
+    assert a != detection_snapshot("zjxc-robot-1", 18, "smoke_fire", 1_795_000_000_000)
+    assert Processor().process(a).qr_texts == [plate]
 
 
 def test_pick_condition_is_deterministic_and_mostly_normal() -> None:
