@@ -138,6 +138,14 @@ def api(
         host=host or settings.api_host,
         port=port or settings.api_port,
         log_level="info",
+        # uvloop and httptools: the event loop and HTTP parser in C (uvicorn[standard]).
+        loop="uvloop",
+        http="httptools",
+        access_log=settings.api_access_log,
+        # Longer than the idle timeout of clients and proxies (60 s in nginx and most
+        # load balancers), so that they, not the API, close an idle connection: a
+        # server that closes first races the next request sent on it.
+        timeout_keep_alive=settings.api_keepalive_s,
     )
 
 

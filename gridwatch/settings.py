@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     api_command_ttl_s: int = Field(60, ge=1, le=24 * 3600, description="default command expiry")
     api_history_max_points: int = Field(20_000, ge=100, le=1_000_000, description="per request")
     api_history_max_days: int = Field(31, ge=1, le=3650, description="longest history range")
+    api_access_log: bool = Field(False, description="log every request (uvicorn's access log)")
+    api_keepalive_s: int = Field(
+        75, ge=1, le=3600, description="idle keep-alive connections are closed after this"
+    )
 
     ts_max_future_s: int = Field(600, description="reject ts further in the future than this")
     ts_max_age_s: int = Field(7 * 24 * 3600, description="reject ts older than this")
