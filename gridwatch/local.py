@@ -86,6 +86,18 @@ def _ingest_status(port: int) -> str:
     )
 
 
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    """Wait until a service answers its health check (any answer: it is up)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout_s:g} s: see the service's log")
+
+
 def run_local_stack(
     settings: Settings, *, hours: float, speed: float, stop: threading.Event
 ) -> None:
@@ -97,9 +109,15 @@ def run_local_stack(
         init_storage(settings)
         summary = import_community(settings, DEMO_COMMUNITY_FILE)
         log.info("registry    %s: demo community zjxc (%s)", settings.sql_url, summary)
+        # The API first: it creates the development admin at start-up, a write that
+        # SQLite refuses ("database is locked") while the alerts service is busy writing.
+        api_process = _spawn(["api"], state / "logs", env)
+        _wait_healthy(f"http://{settings.api_host}:{settings.api_port}/health", api_process)
         services = {
+            "api": api_process,
             "ingest": _spawn(["ingest"], state / "logs", env),
-            "api": _spawn(["api"], state / "logs", env),
+            "alerts": _spawn(["alerts"], state / "logs", env),
+            "imagery": _spawn(["imagery"], state / "logs", env),
             "simulate": _spawn(
                 [
                     *("simulate", "-c", "zjxc", "--hours", str(hours), "--speed", str(speed)),
@@ -112,6 +130,7 @@ def run_local_stack(
         api = f"http://{settings.api_host}:{settings.api_port}"
         log.info("api         %s  (docs %s/docs, health %s/health)", api, api, api)
         log.info("ingest      metrics http://127.0.0.1:%d/metrics", settings.ingest_metrics_port)
+        log.info("alerts      `gridwatch alerts list` (or the API's /api/v1/alerts)")
         log.info(
             "simulating  zjxc: the last %g h at %gx with the faults of %s, then live",
             hours,
@@ -122,7 +141,8 @@ def run_local_stack(
         try:
             _supervise(services, settings, stop)
         finally:
-            for name in ("simulate", "ingest", "api"):  # producers first, so ingest drains
+            # Producers first, so the consumers can finish what they hold.
+            for name in ("simulate", "ingest", "alerts", "imagery", "api"):
                 _stop(name, services[name])
             log.info("services stopped; stopping servers")
     log.info("stopped")

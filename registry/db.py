@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
 # Any constant works: it only has to be the same in every process that migrates.
 _MIGRATION_LOCK_ID = 0x67726964  # "grid"
+SQLITE_BUSY_TIMEOUT_S = 30.0
 
 
 def make_engine(url: str) -> Engine:
@@ -27,7 +28,9 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() != "sqlite":
         return create_engine(parsed, pool_pre_ping=True, **fast_json)
     _create_parent_directory(parsed)
-    engine = create_engine(parsed, **fast_json)
+    # Several services share the file (ingest, alerts, imagery, the API); a writer
+    # waits for another's commit instead of failing after sqlite3's default 5 s.
+    engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, **fast_json)
     event.listen(engine, "connect", _configure_sqlite_connection)
     event.listen(engine, "begin", _begin_sqlite_transaction)
     return engine
