@@ -107,14 +107,9 @@ class Engine:
         self._kind_rules: dict[str, list[Rule[Any, Any]]] = {}
         self.now_ms = 0  # event time: every timer due by then has fired
         self.newest_ms = 0  # the newest ts seen (capped by arrival + skew)
-        self.outcomes: Counter[str] = Counter()
+        self.outcomes: Counter[str] = Counter()  # messages by outcome, for the service's log
 
     # --- registry -----------------------------------------------------------------
-
-    @property
-    def directory(self) -> Directory:
-        """The registry snapshot in use."""
-        return self._directory
 
     def use_directory(self, directory: Directory) -> None:
         """Switch to a newer registry snapshot; parameters are worked out again on next use."""
@@ -324,7 +319,7 @@ class Engine:
         self._changed.clear()
         return rows
 
-    def restore(self, rows: Iterable[StateRow], now_ms: int = 0) -> int:
+    def restore(self, rows: Iterable[StateRow]) -> int:
         """Load persisted states and timers (after a restart); returns how many were restored."""
         restored = 0
         for row in rows:
@@ -342,5 +337,4 @@ class Engine:
                 self.schedule(slot, row.due_ms)
             restored += 1
         self._changed.clear()
-        self.now_ms = max(self.now_ms, now_ms)
         return restored

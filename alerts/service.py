@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -52,6 +53,7 @@ log = logging.getLogger("gridwatch.alerts")
 SUBSCRIPTION = "sc/+/+/+/#"
 SESSION_EXPIRY_S = 7 * 86_400
 TICK_S = 1.0  # how often time moves on (timers, escalations) when no message comes
+STATUS_EVERY_S = 60.0
 UNKNOWN_DEVICE_RELOAD_S = 5.0
 
 
@@ -338,11 +340,14 @@ class AlertService:
         return wall - self.config.grace_ms if live else None
 
     def _process_loop(self) -> None:
-        last_tick = last_reload = last_unknown_reload = time.monotonic()
+        last_tick = last_reload = last_unknown_reload = last_status = time.monotonic()
         while True:
             stopping = self._stop.is_set()
             batch = self._take_batch()
             now = time.monotonic()
+            if now - last_status >= STATUS_EVERY_S:
+                last_status = now
+                self._log_status()
             if now - last_reload >= self.config.registry_refresh_s:
                 last_reload = now
                 self._guarded(self.processor.reload_registry)
@@ -371,6 +376,14 @@ class AlertService:
             self._last_activity = time.monotonic()
         self.dispatcher.wake.set()
         return unknown
+
+    def _log_status(self) -> None:
+        engine = self.processor.engine
+        event_time = datetime.fromtimestamp(engine.now_ms / 1000, UTC).isoformat(timespec="seconds")
+        log.info(
+            "alerts: messages %s; event time %s%s",
+            dict(engine.outcomes), event_time, " (live)" if self._live else "",
+        )  # fmt: skip
 
     def _recover(self) -> None:
         self.processor = self._new_processor()
