@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -52,6 +53,18 @@ control room), `grid_worker` (their grids only), `viewer` (read-only,
 personal data masked).
 """
 
+TAGS = [
+    {"name": "operations", "description": "health and Prometheus metrics"},
+    {"name": "login", "description": "bearer tokens (OAuth2 password flow)"},
+    {"name": "users", "description": "users, roles and API keys (admins)"},
+    {"name": "registry", "description": "communities, grids, buildings, units, households"},
+    {"name": "devices", "description": "registered devices and their latest state"},
+    {"name": "telemetry", "description": "history from InfluxDB, aggregated"},
+    {"name": "alerts", "description": "list, read, acknowledge, comment, resolve"},
+    {"name": "commands", "description": "commands to devices and their audit trail"},
+    {"name": "live", "description": "Server-Sent Events for control-room screens"},
+]
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; connections open at start-up and close at shutdown."""
@@ -64,10 +77,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.gridwatch = app_state
         if resolved.development:
             _bootstrap_dev_admin(app_state)
+        # What exists now (modules, the app, its routes and models) lives as long as the
+        # process: frozen, the garbage collector stops walking it again and again, which
+        # cost a fifth of a history request (a day of points is thousands of lists).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
-            app_state.close()
+            await app_state.close()
 
     app = FastAPI(
         title="gridwatch",
@@ -75,8 +93,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         version="1.0.0",
         lifespan=lifespan,
+        openapi_tags=TAGS,
     )
+    # A request is matched against the routes in this order, so the ones that
+    # screens poll come first (a route matched last cost a tenth of a millisecond
+    # more); the docs list the tags in TAGS' order. login's /users/me must stay
+    # before users' /users/{user_id}.
     modules = (
+        devices,
+        alerts,
+        telemetry,
+        state,
         health,
         metrics,
         login,
@@ -87,10 +114,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         buildings,
         units,
         households,
-        devices,
-        state,
-        telemetry,
-        alerts,
         commands,
         live,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Query, Request, Security
@@ -24,7 +24,9 @@ api_key_header = APIKeyHeader(
 )
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies are coroutines where they do no I/O: FastAPI runs a plain function
+# on a worker thread, a hop that costs more than the work itself.
+async def get_state(request: Request) -> AppState:
     """The connections opened at start-up."""
     state: AppState = request.app.state.gridwatch
     return state
@@ -48,7 +50,7 @@ UNAUTHENTICATED = HTTPException(
 )
 
 
-def current_principal(
+async def current_principal(
     state: StateDep,
     token: Annotated[str | None, Security(oauth2)],
     api_key: Annotated[str | None, Security(api_key_header)],
@@ -57,11 +59,11 @@ def current_principal(
     credential = api_key or token
     if not credential:
         raise UNAUTHENTICATED
-    # Looked up at most every few seconds per credential: most requests cost no SQL.
+    # Looked up at most every few seconds per credential: most requests cost no SQL,
+    # no token check and no worker thread.
     principal = state.principals.get(credential)
     if principal is None:
-        with state.sessions() as session:
-            principal = _load_principal(state, session, credential)
+        principal = await state.read(lambda session: _load_principal(state, session, credential))
         if principal is None:
             raise UNAUTHENTICATED
         state.principals.put(credential, principal)
@@ -106,11 +108,11 @@ def principal_of(session: Session, user: User) -> Principal:
 CurrentUser = Annotated[Principal, Depends(current_principal)]
 
 
-def require(*roles: Role) -> Callable[[Principal], Principal]:
+def require(*roles: Role) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
     """A dependency admitting only ``roles``."""
     allowed = frozenset(roles)
 
-    def check(principal: CurrentUser) -> Principal:
+    async def check(principal: CurrentUser) -> Principal:
         if principal.role not in allowed:
             names = ", ".join(sorted(r.value for r in allowed))
             raise HTTPException(403, f"only {names} may do this")
@@ -130,7 +132,7 @@ class Paging(BaseModel):
     limit: int
 
 
-def paging(
+async def paging(
     offset: Annotated[int, Query(ge=0, le=1_000_000, description="items to skip")] = 0,
     limit: Annotated[int, Query(ge=1, le=500, description="items per page")] = 50,
 ) -> Paging:

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import paho.mqtt.client as mqtt
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from alerts.sql import Database
-from api.access import GridMaps, Principal
+from api.access import GRID_MAP_TTL_S, GridMaps, Principal
 from api.dispatch import Dispatcher
+from api.influxdb import InfluxReader
 from api.live import ALERTS_FILTER, STATUS_FILTER, LiveHub
 from api.metrics import ApiMetrics
 from api.security import Tokens
 from broker.address import BrokerAddress
 from broker.connection import make_client
+from devices.contract import DeviceRecord
 from gridwatch.clock import Clock, WallClock
 from gridwatch.settings import Settings
-from influx.client import InfluxClient
 from registry.db import make_engine, make_sessionmaker
 
 # A credential's user, role and grids are re-read from SQL after this long, so a
@@ -28,6 +31,7 @@ from registry.db import make_engine, make_sessionmaker
 PRINCIPAL_TTL_S = 10.0
 
 V = TypeVar("V")
+T = TypeVar("T")
 
 
 class TtlCache(Generic[V]):
@@ -98,10 +102,12 @@ class AppState:
     clock: Clock
     sessions: sessionmaker[Session]
     database: Database
-    influx: InfluxClient
+    influx: InfluxReader
     tokens: Tokens
     metrics: ApiMetrics
     principals: TtlCache[Principal]
+    # Registered devices by id, trusted as long as the grid maps (a miss is read from SQL).
+    devices: TtlCache[DeviceRecord]
     grid_maps: GridMaps
     live: LiveHub
     broker: BrokerLink
@@ -132,7 +138,7 @@ class AppState:
             clock=clock,
             sessions=sessions,
             database=database,
-            influx=InfluxClient(
+            influx=InfluxReader(
                 settings.influx_url,
                 settings.influx_db,
                 username=settings.influx_user,
@@ -142,6 +148,7 @@ class AppState:
             tokens=tokens,
             metrics=metrics,
             principals=TtlCache(PRINCIPAL_TTL_S),
+            devices=TtlCache(GRID_MAP_TTL_S),
             grid_maps=grid_maps,
             live=live,
             broker=broker,
@@ -151,10 +158,23 @@ class AppState:
     def registry_changed(self) -> None:
         """Drop what was derived from the registry or the users (this replica's caches)."""
         self.grid_maps.invalidate()
+        self.devices.clear()
         self.principals.clear()
 
-    def close(self) -> None:
+    async def read(self, work: Callable[[Session], T]) -> T:
+        """``work(session)`` on a worker thread, with a session of its own.
+
+        SQL blocks, so async routes hand it here rather than stall the event loop.
+        """
+
+        def run() -> T:
+            with self.sessions() as session:
+                return work(session)
+
+        return await run_in_threadpool(run)
+
+    async def close(self) -> None:
         """Close everything."""
         self.dispatcher.close()
         self.broker.close()
-        self.influx.close()
+        await self.influx.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import msgspec
@@ -178,18 +179,45 @@ def allowed_devices(state: AppState, session: Session, principal: Principal) -> 
     return state.grid_maps.get(session, principal.community).devices_in(principal.grid_ids)
 
 
+def _not_registered(device_id: str) -> HTTPException:
+    return HTTPException(404, f"device {device_id} is not registered")
+
+
 def scoped_record(
     state: AppState, session: Session, principal: Principal, device_id: str
 ) -> DeviceRecord:
     """A registered device the principal may see, else 404 (others' devices are not disclosed)."""
-    record = get_device(session, device_id)
-    missing = HTTPException(404, f"device {device_id} is not registered")
+    record = state.devices.get(device_id)
+    if record is None:
+        record = get_device(session, device_id)
+        if record is not None:
+            state.devices.put(device_id, record)
     if record is None or not principal.sees_community(record.community):
-        raise missing
+        raise _not_registered(device_id)
     allowed = allowed_devices(state, session, principal)
     if allowed is not None and device_id not in allowed:
-        raise missing
+        raise _not_registered(device_id)
     return record
+
+
+async def visible_records(
+    state: AppState, principal: Principal, device_ids: Sequence[str]
+) -> list[DeviceRecord]:
+    """``scoped_record`` of each id: from the cache on the event loop when it can be.
+
+    A device not cached, or a grid worker's scope (the grid map), takes a worker thread.
+    """
+    if not principal.grid_scoped:
+        cached = [state.devices.get(device_id) for device_id in device_ids]
+        records = [r for r in cached if r is not None]
+        if len(records) == len(cached):
+            for record in records:
+                if not principal.sees_community(record.community):
+                    raise _not_registered(record.device_id)
+            return records
+    return await state.read(
+        lambda session: [scoped_record(state, session, principal, d) for d in device_ids]
+    )
 
 
 @router.get("", response_model=Page[DevicePublic])
@@ -307,21 +335,19 @@ def delete_device(device_id: DeviceId, _: AdminUser, state: StateDep) -> Respons
 
 
 @router.get("/{device_id}/latest", response_model=LatestState, responses={404: {}, 503: {}})
-def latest_state(
-    device_id: DeviceId, principal: CurrentUser, state: StateDep, session: SessionDep
-) -> LatestState:
+async def latest_state(device_id: DeviceId, principal: CurrentUser, state: StateDep) -> LatestState:
     """The device's latest telemetry (from InfluxDB) and whether it is online."""
-    record = scoped_record(state, session, principal, device_id)
-    return latest_states(state, [record])[0]
+    records = await visible_records(state, principal, [device_id])
+    return (await latest_states(state, records))[0]
 
 
-def latest_states(state: AppState, records: list[DeviceRecord]) -> list[LatestState]:
+async def latest_states(state: AppState, records: list[DeviceRecord]) -> list[LatestState]:
     """The latest state of each device (all of one kind), in one InfluxDB round trip."""
     if not records:
         return []
     kind = KINDS[records[0].kind]
     try:
-        series = state.influx.query(latest_statements(kind, [r.device_id for r in records]))
+        series = await state.influx.query(latest_statements(kind, [r.device_id for r in records]))
     except InfluxError as exc:
         raise HTTPException(503, f"InfluxDB: {exc}") from exc
     telemetry = by_device([s for s in series if s.name == kind.measurement])

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
-from api.deps import SessionDep, StateDep
+from api.deps import StateDep
 
 router = APIRouter(tags=["operations"])
 
@@ -29,12 +30,12 @@ class Health(BaseModel):
 
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
-def health(state: StateDep, session: SessionDep, response: Response) -> Health:
+async def health(state: StateDep, response: Response) -> Health:
     """Report broker, InfluxDB and SQL reachability; 503 if any is down."""
     checks = {
         "broker": Check(ok=state.broker.connected.is_set(), detail=state.settings.mqtt_url),
-        "influxdb": Check(ok=state.influx.ping(), detail=state.settings.influx_url),
-        "database": _sql_check(session),
+        "influxdb": Check(ok=await state.influx.ping(), detail=state.settings.influx_url),
+        "database": await state.read(_sql_check),
     }
     ok = all(c.ok for c in checks.values())
     if not ok:
@@ -42,7 +43,7 @@ def health(state: StateDep, session: SessionDep, response: Response) -> Health:
     return Health(status="ok" if ok else "degraded", checks=checks)
 
 
-def _sql_check(session: SessionDep) -> Check:
+def _sql_check(session: Session) -> Check:
     try:
         session.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:

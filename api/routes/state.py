@@ -5,12 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api.crud import Page
-from api.deps import CommunityQuery, CurrentUser, PagingDep, SessionDep, StateDep, community_filter
+from api.deps import CommunityQuery, CurrentUser, PagingDep, StateDep, community_filter
 from api.influxql import by_device, latest_in_community_query
 from api.routes.devices import KindName, LatestState, allowed_devices, latest_states
 from devices import KINDS
+from devices.contract import DeviceRecord
 from devices.points import STATUS_MEASUREMENT
 from influx.client import InfluxError
 from registry.models import Device
@@ -53,25 +55,28 @@ def _community(principal: CurrentUser, requested: str | None) -> str:
 
 
 @router.get("/latest", response_model=Page[LatestState], responses={503: {}})
-def latest_of_kind(
+async def latest_of_kind(
     kind: KindName,
     principal: CurrentUser,
     state: StateDep,
-    session: SessionDep,
     paging: PagingDep,
     community: CommunityQuery = None,
 ) -> Page[LatestState]:
     """The latest state of each device of a kind in a community, a page at a time."""
-    community = _community(principal, community)
-    allowed = allowed_devices(state, session, principal)
-    records = [
-        r
-        for r in load_devices(session, community)
-        if r.kind == kind and (allowed is None or r.device_id in allowed)
-    ]
+    chosen = _community(principal, community)
+
+    def visible(session: Session) -> list[DeviceRecord]:
+        allowed = allowed_devices(state, session, principal)
+        return [
+            r
+            for r in load_devices(session, chosen)
+            if r.kind == kind and (allowed is None or r.device_id in allowed)
+        ]
+
+    records = await state.read(visible)
     page = records[paging.offset : paging.offset + paging.limit]
     return Page[LatestState](
-        items=latest_states(state, page),
+        items=await latest_states(state, page),
         total=len(records),
         offset=paging.offset,
         limit=paging.limit,
@@ -79,21 +84,25 @@ def latest_of_kind(
 
 
 @router.get("/online", response_model=list[KindOnline], responses={503: {}})
-def online_ratios(
-    principal: CurrentUser, state: StateDep, session: SessionDep, community: CommunityQuery = None
+async def online_ratios(
+    principal: CurrentUser, state: StateDep, community: CommunityQuery = None
 ) -> list[KindOnline]:
     """Per kind: registered devices, how many are online, offline or never heard of."""
-    community = _community(principal, community)
-    allowed = allowed_devices(state, session, principal)
-    kinds = {
-        device_id: kind
-        for device_id, kind in session.execute(
-            select(Device.device_id, Device.kind).where(Device.community_id == community)
-        )
-        if allowed is None or device_id in allowed
-    }
+    chosen = _community(principal, community)
+
+    def visible(session: Session) -> dict[str, str]:
+        allowed = allowed_devices(state, session, principal)
+        return {
+            device_id: kind
+            for device_id, kind in session.execute(
+                select(Device.device_id, Device.kind).where(Device.community_id == chosen)
+            )
+            if allowed is None or device_id in allowed
+        }
+
+    kinds = await state.read(visible)
     try:
-        series = state.influx.query(latest_in_community_query(STATUS_MEASUREMENT, community))
+        series = await state.influx.query(latest_in_community_query(STATUS_MEASUREMENT, chosen))
     except InfluxError as exc:
         raise HTTPException(503, f"InfluxDB: {exc}") from exc
     statuses = by_device(series)

@@ -15,14 +15,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import AwareDatetime, BaseModel
+from sqlalchemy.orm import Session
 
-from api.deps import CommunityQuery, CurrentUser, SessionDep, StateDep, community_filter
+from api.deps import CommunityQuery, CurrentUser, StateDep, community_filter
 from api.influxql import EVERY_MS, Every, Function, History, QueryError, check_field
-from api.routes.devices import KindName, allowed_devices
+from api.routes.devices import KindName, allowed_devices, visible_records
 from devices import KINDS
 from devices.contract import DEVICE_ID_RE, EPOCH_MS_MAX
 from influx.client import InfluxError
-from registry.records import get_device, load_devices
+from registry.records import load_devices
 
 router = APIRouter(prefix="/api/v1/telemetry", tags=["telemetry"])
 
@@ -71,10 +72,9 @@ def _ms(moment: datetime | None, default: int) -> int:
 
 
 @router.get("/history", response_model=HistoryPublic, responses={400: {}, 404: {}, 503: {}})
-def history(
+async def history(
     principal: CurrentUser,
     state: StateDep,
-    session: SessionDep,
     field: Annotated[
         list[str],
         Query(min_length=1, max_length=MAX_FIELDS, description="telemetry fields of the kind"),
@@ -99,7 +99,7 @@ def history(
         raise HTTPException(400, "start must be before end, both between 1970 and 2100")
     if end_ms - start_ms > settings.api_history_max_days * DAY_MS:
         raise HTTPException(400, f"a range is at most {settings.api_history_max_days} days")
-    devices = _devices(principal, state, session, device_id, community, kind)
+    devices = await _devices(principal, state, device_id, community, kind)
     device_kind = KINDS[devices[0][1]]
     try:
         for name in field:
@@ -125,7 +125,7 @@ def history(
         per_device,
     )
     try:
-        result = state.influx.query(query.influxql())
+        result = await state.influx.query(query.influxql())
     except InfluxError as exc:
         raise HTTPException(503, f"InfluxDB: {exc}") from exc
     return HistoryPublic(
@@ -139,25 +139,21 @@ def history(
     )
 
 
-def _devices(
+async def _devices(
     principal: CurrentUser,
     state: StateDep,
-    session: SessionDep,
     device_ids: list[str] | None,
     community: str | None,
     kind: str | None,
 ) -> list[tuple[str, str]]:
     """(device id, kind) of the devices asked for, each registered and within scope."""
-    allowed = allowed_devices(state, session, principal)
     if device_ids:
-        found = []
-        for device_id in dict.fromkeys(device_ids):
+        unique = list(dict.fromkeys(device_ids))
+        for device_id in unique:
             # Checked by pattern before it goes near SQL, let alone InfluxQL.
-            record = get_device(session, device_id) if DEVICE_ID_RE.match(device_id) else None
-            visible = record is not None and principal.sees_community(record.community)
-            if record is None or not visible or (allowed is not None and device_id not in allowed):
+            if not DEVICE_ID_RE.match(device_id):
                 raise HTTPException(404, f"device {device_id[:64]!r} is not registered")
-            found.append((device_id, record.kind))
+        found = [(r.device_id, r.kind) for r in await visible_records(state, principal, unique)]
         if len({k for _, k in found}) > 1:
             raise HTTPException(400, "the devices must all be of one kind")
         return found
@@ -166,13 +162,18 @@ def _devices(
     chosen = community_filter(principal, community)
     if chosen is None:
         raise HTTPException(422, "name a community (community=...) with the kind")
-    group = [
-        (r.device_id, r.kind)
-        for r in load_devices(session, chosen)
-        if r.kind == kind and (allowed is None or r.device_id in allowed)
-    ]
-    if not group:
+
+    def group(session: Session) -> list[tuple[str, str]]:
+        allowed = allowed_devices(state, session, principal)
+        return [
+            (r.device_id, r.kind)
+            for r in load_devices(session, chosen)
+            if r.kind == kind and (allowed is None or r.device_id in allowed)
+        ]
+
+    members = await state.read(group)
+    if not members:
         raise HTTPException(404, f"no {kind} in {chosen} that you may see")
-    if len(group) > MAX_DEVICES:
+    if len(members) > MAX_DEVICES:
         raise HTTPException(400, f"a group is at most {MAX_DEVICES} devices")
-    return group
+    return members
