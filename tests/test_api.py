@@ -18,6 +18,7 @@ from sqlalchemy import select
 from alerts.models import Alert
 from api.app import create_app
 from api.models import User
+from api.routes.alerts import AlertPublic
 from api.security import hash_password
 from devices.points import STATUS_MEASUREMENT
 from gridwatch.clock import WallClock
@@ -61,7 +62,7 @@ def make_settings(
     mosquitto: Mosquitto, influxd: Influxd, influx_db: InfluxClient, sql_url: str, **kw: Any
 ) -> Settings:
     """Settings for an API on the test servers."""
-    return Settings(  # type: ignore[call-arg]
+    return Settings(
         mqtt_url=mosquitto.url,
         influx_url=influxd.url,
         influx_db=influx_db.database,
@@ -105,7 +106,7 @@ def open_api(client: TestClient, sql_url: str, influx: InfluxClient) -> Api:
     admin = login(client, "root", ADMIN_PASSWORD)
     with make_sessionmaker(make_engine(sql_url))() as session:
         grids = {g.slug: g.id for g in session.scalars(select(Grid))}
-    users = {
+    users: dict[str, dict[str, Any]] = {
         "operator": {"role": "operator", "community": "zjxc"},
         "worker": {"role": "grid_worker", "community": "zjxc", "grids": [grids["g1"]]},
         "viewer": {"role": "viewer", "community": "zjxc"},
@@ -359,10 +360,13 @@ def test_registry_crud_round_trip(api: Api) -> None:
     # The unit holds a device: the database refuses to drop it.
     delete_unit = api.client.delete(f"/api/v1/units/{unit['id']}", headers=api.headers["admin"])
     assert delete_unit.status_code == 409
+    assert api.get("admin", "/api/v1/devices/tst-wm-1/latest").json()["online"] is None
     assert (
         api.client.delete("/api/v1/devices/tst-wm-1", headers=api.headers["admin"]).status_code
         == 204
     )
+    # The API's registry cache forgets what the API itself changed, at once.
+    assert api.get("admin", "/api/v1/devices/tst-wm-1/latest").status_code == 404
     assert (
         api.client.delete("/api/v1/communities/tst", headers=api.headers["admin"]).status_code
         == 204
@@ -617,6 +621,20 @@ def test_alerts_list_filter_read_and_lifecycle(api: Api) -> None:
     assert [t["transition"] for t in detail["transitions"]] == ["acknowledged", "resolved"]
     assert {n["channel"] for n in detail["notifications"]} >= {"mqtt"}
     assert api.post("viewer", f"/api/v1/alerts/{first}/acknowledge", json={}).status_code == 403
+
+
+def test_alert_pages_are_newest_first_with_every_field_of_an_alert(api: Api) -> None:
+    ids = [add_alert(api.sql_url, "第一网格", DOOR_G1, rule=f"door.rule_{n}") for n in "abcde"]
+    page = api.get("operator", "/api/v1/alerts", params={"offset": 1, "limit": 2}).json()
+    assert (page["total"], page["offset"], page["limit"]) == (5, 1, 2)
+    assert [a["id"] for a in page["items"]] == ids[::-1][1:3]
+    assert list(page["items"][0]) == list(AlertPublic.model_fields)
+    assert AlertPublic.model_validate(page["items"][0]).rule == "door.rule_d"
+    both = api.get("operator", "/api/v1/alerts", params={"rule": "door.rule_b"}).json()
+    assert [a["id"] for a in both["items"]] == [ids[1]]
+    since = api.get("operator", "/api/v1/alerts", params={"since_ms": 1, "limit": 500}).json()
+    assert since["total"] == 5
+    assert api.get("operator", "/api/v1/alerts", params={"until_ms": 1}).json()["total"] == 0
 
 
 def test_a_grid_worker_cannot_read_or_act_on_another_grids_alert(api: Api) -> None:

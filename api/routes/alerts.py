@@ -7,11 +7,13 @@ notifications and InfluxDB export, as one from the CLI.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+import msgspec
+from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from alerts.engine import default_rules
@@ -19,7 +21,7 @@ from alerts.models import SEVERITIES, STATUSES, Alert, AlertNotification
 from alerts.routing import Router
 from alerts.store import AlertError, AlertStore
 from api.access import Principal
-from api.crud import Page, in_community, mask_phone, paginate
+from api.crud import Page, mask_phone
 from api.deps import (
     Actor,
     CommunityQuery,
@@ -28,6 +30,7 @@ from api.deps import (
     RowId,
     SessionDep,
     StateDep,
+    community_filter,
 )
 from api.state import AppState
 from devices.contract import EPOCH_MS_MAX
@@ -178,10 +181,53 @@ def alert_public(row: Alert) -> AlertPublic:
     )
 
 
+# A list reads rows of these columns, named as AlertPublic's fields, through the
+# table (no ORM objects), and encodes the page with msgspec: its items are exactly
+# AlertPublic's fields, so pydantic would only validate and copy them again.
+_ALERTS = Alert.__table__
+_COLUMN_OF = {"community": "community_id"}
+_PUBLIC_COLUMNS = tuple(
+    _ALERTS.c[_COLUMN_OF.get(name, name)].label(name) for name in AlertPublic.model_fields
+)
+# Each filter of a list, by the name of its bound parameter.
+_FILTERS = {
+    "community": _ALERTS.c.community_id == bindparam("community"),
+    "grids": _ALERTS.c.grid.in_(bindparam("grids", expanding=True)),
+    "severity": _ALERTS.c.severity.in_(bindparam("severity", expanding=True)),
+    "status": _ALERTS.c.status.in_(bindparam("status", expanding=True)),
+    "rule": _ALERTS.c.rule == bindparam("rule"),
+    "device_id": _ALERTS.c.device_id == bindparam("device_id"),
+    "since_ms": _ALERTS.c.opened_ms >= bindparam("since_ms"),
+    "until_ms": _ALERTS.c.opened_ms < bindparam("until_ms"),
+    "grid_community": _ALERTS.c.community_id == bindparam("grid_community"),
+    "grid_name": _ALERTS.c.grid == bindparam("grid_name"),
+}
+
+
+@cache
+def _list_statements(filters: frozenset[str]) -> tuple[Select[Any], Select[Any]]:
+    """The count and the page of a list with these filters, built once per combination.
+
+    The values are bound parameters, so SQLAlchemy reuses its compiled form instead of
+    building and keying new statements on every request (half the cost of a list).
+    """
+    ids = select(_ALERTS.c.id).where(*(_FILTERS[name] for name in sorted(filters)))
+    count = select(func.count()).select_from(ids.subquery())
+    # The page's ids first, then their rows: the ids come from an index, so a
+    # community's older alerts are never read, let alone sorted.
+    wanted = ids.order_by(_ALERTS.c.id.desc()).offset(bindparam("offset")).limit(bindparam("limit"))
+    page = (
+        select(*_PUBLIC_COLUMNS)
+        .where(_ALERTS.c.id.in_(wanted.scalar_subquery()))
+        .order_by(_ALERTS.c.id.desc())
+    )
+    return count, page
+
+
 def _scoped(query: Select[Any], principal: Principal) -> Select[Any]:
     # Alerts name the grid they were routed to; a grid worker sees those of their grids.
     if principal.grid_scoped:
-        return query.where(Alert.grid.in_(principal.grid_names))
+        return query.where(_ALERTS.c.grid.in_(principal.grid_names))
     return query
 
 
@@ -196,9 +242,9 @@ def _visible(session: Session, principal: Principal, alert_id: int) -> Alert:
 
 
 @router.get("", response_model=Page[AlertPublic])
-def list_alerts(
+async def list_alerts(
     principal: CurrentUser,
-    session: SessionDep,
+    state: StateDep,
     paging: PagingDep,
     community: CommunityQuery = None,
     grid: RowId | None = None,
@@ -212,37 +258,40 @@ def list_alerts(
     until_ms: Annotated[
         int | None, Query(ge=0, le=EPOCH_MS_MAX, description="opened before")
     ] = None,
-) -> Page[AlertPublic]:
+) -> Response:
     """Alerts you may see, newest first, filtered."""
-    query = _scoped(
-        in_community(
-            select(Alert).order_by(Alert.id.desc()), Alert.community_id, principal, community
-        ),
-        principal,
-    )
-    if grid is not None:
-        row = session.get(Grid, grid)
-        if row is None or not principal.sees_community(row.community_id):
-            raise HTTPException(404, f"grid {grid} not found")
-        query = query.where(Alert.community_id == row.community_id, Alert.grid == row.name)
-    for column, chosen, allowed in (
-        (Alert.severity, severity, SEVERITIES),
-        (Alert.status, status, STATUSES),
-    ):
+    values: dict[str, Any] = {
+        "community": community_filter(principal, community),
+        "grids": sorted(principal.grid_names) if principal.grid_scoped else None,
+        "rule": rule,
+        "device_id": device_id,
+        "since_ms": since_ms,
+        "until_ms": until_ms,
+    }
+    for name, chosen, allowed in (("severity", severity, SEVERITIES), ("status", status, STATUSES)):
         if chosen:
             unknown = sorted(set(chosen) - set(allowed))
             if unknown:
-                raise HTTPException(422, f"unknown {column.key} {unknown}: one of {allowed}")
-            query = query.where(column.in_(chosen))
-    if rule is not None:
-        query = query.where(Alert.rule == rule)
-    if device_id is not None:
-        query = query.where(Alert.device_id == device_id)
-    if since_ms is not None:
-        query = query.where(Alert.opened_ms >= since_ms)
-    if until_ms is not None:
-        query = query.where(Alert.opened_ms < until_ms)
-    return paginate(session, query, paging, alert_public)
+                raise HTTPException(422, f"unknown {name} {unknown}: one of {allowed}")
+            values[name] = chosen
+    params = {name: value for name, value in values.items() if value is not None}
+
+    def page(session: Session) -> bytes:
+        if grid is not None:
+            row = session.get(Grid, grid)
+            if row is None or not principal.sees_community(row.community_id):
+                raise HTTPException(404, f"grid {grid} not found")
+            params.update(grid_community=row.community_id, grid_name=row.name)
+        count, rows = _list_statements(frozenset(params))
+        total = session.scalar(count, params)
+        result = session.execute(rows, {**params, "offset": paging.offset, "limit": paging.limit})
+        keys = tuple(result.keys())
+        items = [dict(zip(keys, row, strict=True)) for row in result.all()]
+        return msgspec.json.encode(
+            {"items": items, "total": total or 0, "offset": paging.offset, "limit": paging.limit}
+        )
+
+    return Response(await state.read(page), media_type="application/json")
 
 
 @router.get("/{alert_id}", response_model=AlertDetail, responses={404: {}})
