@@ -42,10 +42,13 @@ LABEL org.opencontainers.image.title="gridwatch" \
 
 # GW_STATE_DIR: where gridwatch keeps local state (the SQLite file, when no
 # GW_DATABASE_URL is given); the compose deployment uses PostgreSQL instead.
+# GW_ENV=production: secrets have no made-up defaults (the API refuses to start
+# without GW_API_SECRET_KEY, and makes no development admin).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    GW_STATE_DIR=/var/lib/gridwatch
+    GW_STATE_DIR=/var/lib/gridwatch \
+    GW_ENV=production
 
 RUN groupadd --system --gid 10001 gridwatch \
  && useradd --system --uid 10001 --gid gridwatch --home-dir /var/lib/gridwatch \

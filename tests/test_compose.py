@@ -162,8 +162,9 @@ def env_example() -> dict[str, str]:
 
 def operator_env() -> dict[str, str]:
     """.env.example with every secret set, as an operator's .env would be."""
+    # As .env.example and deploy/README.md make them: `openssl rand -hex 24`.
     return {
-        name: secrets.token_hex(12) if SECRET.search(name) else value
+        name: secrets.token_hex(24) if SECRET.search(name) else value
         for name, value in env_example().items()
     }
 
