@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import msgspec
 import paho.mqtt.client as mqtt
-from sqlalchemy import update
+from sqlalchemy import func, update
 
 from alerts.sql import Database
 from api.models import PENDING_COMMANDS, Command, CommandStatus
@@ -209,6 +209,8 @@ class Dispatcher:
                 )
                 .values(
                     status=status.value,
+                    # An acknowledged command was delivered, even if its PUBACK is still queued.
+                    sent_ms=func.coalesce(Command.sent_ms, self._clock.now_ms()),
                     finished_ms=self._clock.now_ms(),
                     ack_ts=ack.ts,
                     error=ack.error,
