@@ -48,6 +48,8 @@ _SHARED_CHANNELS = {
 # A device clock running fast must not drag every other device's timers forward:
 # a message moves event time at most this far past its arrival.
 DEFAULT_MAX_SKEW_MS = 5_000
+# A message without ts arriving this far ahead of the newest ts seen belongs to a replay.
+ARRIVAL_AHEAD_MS = 60_000
 
 
 def default_rules() -> list[Rule[Any, Any]]:
@@ -131,7 +133,13 @@ class Engine:
         if isinstance(outcome, Accepted):
             self.outcomes["accepted"] += 1
             observation = self._observation(outcome)
-            if observation is not None:
+            if observation is None:
+                return outcome
+            if observation.channel is Channel.SNAPSHOT or observation.values.get("will"):
+                # No ts of its own: storage stamps it with the arrival time.
+                when = self._arrival_in_event_time(received_ms)
+                self.observe(replace(observation, ts=when), received_ms, moves_time=False)
+            else:
                 self.observe(observation, received_ms)
         else:
             self.outcomes[type(outcome).__name__.lower()] += 1
@@ -154,15 +162,31 @@ class Engine:
             return None
         return Observation(device, channel, "", point.time_ms, point.fields)
 
-    def observe(self, obs: Observation, received_ms: int | None = None) -> None:
+    def _arrival_in_event_time(self, received_ms: int) -> int:
+        """When a message without ``ts`` (a last will, a snapshot) happened, in event time.
+
+        Its arrival, unless that is far ahead of the stream (a replay of the past, where
+        the wall clock is hours ahead): then the stream's present, the newest ``ts``.
+        """
+        present = max(self.newest_ms, self.now_ms)
+        if present and received_ms > present + ARRIVAL_AHEAD_MS:
+            return present
+        return received_ms
+
+    def observe(
+        self, obs: Observation, received_ms: int | None = None, *, moves_time: bool = True
+    ) -> None:
         """Run the rules for one observation, after the device's own timers due before it.
 
         Other devices' timers wait for ``advance``: messages from different devices
         may arrive out of order (an accelerated replay over hundreds of connections),
         and a device's silence must not be judged before its own messages are in.
         """
-        arrived = obs.ts if received_ms is None else min(obs.ts, received_ms + self._max_skew_ms)
-        self.newest_ms = max(self.newest_ms, arrived)
+        if moves_time:
+            arrived = (
+                obs.ts if received_ms is None else min(obs.ts, received_ms + self._max_skew_ms)
+            )
+            self.newest_ms = max(self.newest_ms, arrived)
         device = obs.device
         site = self._directory.sites.get(device.community)
         if site is None:

@@ -90,6 +90,16 @@ def test_a_late_device_is_not_judged_silent_before_its_messages_are_in() -> None
     assert raised(eng.take_findings()) == [("device.offline", "d1", T0 + 12 * MINUTE)]
 
 
+def test_a_last_will_in_a_replay_happens_in_event_time() -> None:
+    # The will has no ts; it arrives at the wall clock's now, a day past the replayed stream.
+    door = device("door", "d1")
+    eng = engine(door)
+    door_reading(eng, door, T0)
+    eng.handle("sc/zjxc/door/d1/status", b'{"online": false}', T0 + 86_400_000)
+    eng.advance()
+    assert (raised(eng.take_findings()), eng.newest_ms) == ([("device.offline", "d1", T0)], T0)
+
+
 def test_frequent_reports_keep_about_one_timer_per_device() -> None:
     robot = device("patrol_robot", "r1")
     eng = engine(robot)
