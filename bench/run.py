@@ -12,7 +12,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import alerts_latency, alerts_throughput, imagery_throughput, simulator_publish
+from bench import (
+    alerts_latency,
+    alerts_throughput,
+    api_latency,
+    imagery_throughput,
+    simulator_publish,
+)
 from bench import ingest_throughput as ingest
 from bench.common import Stack, median_of, private_stack
 
@@ -23,7 +29,7 @@ SIMULATED_HOURS = 3.0
 
 
 def _row(what: str, unit: str, reps: list[float]) -> dict[str, object]:
-    digits = 2 if unit == "x" else 0
+    digits = 2 if unit == "x" else 1 if unit == "ms" else 0
     print(f"{what}: " + ", ".join(f"{r:,.{digits}f}" for r in reps) + f" {unit}", flush=True)
     return {"what": what, "unit": unit, "reps": reps, "median": median_of(reps)}
 
@@ -46,6 +52,19 @@ def _alerts(stack: Stack) -> list[dict[str, object]]:
         for pct in (50, 99):
             values = [alerts_latency.percentile(r, pct) for r in runs]
             rows.append(_row(f"alerts: publish -> webhook, {phase}, p{pct}", "ms", values))
+    return rows
+
+
+def _api(stack: Stack) -> list[dict[str, object]]:
+    """p50 and p99 of the API's polled requests at a fixed rate (open loop), on a seeded day."""
+    api_latency.seed(stack)
+    runs = api_latency.measure(stack, REPS)
+    rows = []
+    for target in api_latency.TARGETS:
+        what = f"API: {target.name} at {target.rate:.0f} requests/s"
+        for pct in (50, 99):
+            values = [run.percentile(pct) for run in runs[target.name]]
+            rows.append(_row(f"{what}, p{pct}", "ms", values))
     return rows
 
 
@@ -81,9 +100,9 @@ def main() -> None:
                 )
                 results[consumer.name][0].append(rate)
                 results[consumer.name][1].append(rss / 1024)
-        for name, (rates, rss) in results.items():
+        for name, (rates, peaks) in results.items():
             rows.append(_row(f"{name}: published -> queryable, QoS 1", "msg/s", rates))
-            rows.append(_row(f"{name}: peak RSS during that run", "MiB", rss))
+            rows.append(_row(f"{name}: peak RSS during that run", "MiB", peaks))
         if with_node_red:
             ratios = [
                 g / n for g, n in zip(results["gridwatch"][0], results["node-red"][0], strict=True)
@@ -106,6 +125,7 @@ def main() -> None:
         )
         rows.append(_row("gridwatch drain of that backlog once InfluxDB is back", "msg/s", drain))
         rows.extend(_alerts(stack))
+        rows.extend(_api(stack))
     rows.extend(_imagery())
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
@@ -113,7 +133,7 @@ def main() -> None:
     print("\n| what | median | 3 reps |\n| --- | --- | --- |")
     for row in rows:
         reps = [float(r) for r in row["reps"]]  # type: ignore[attr-defined]
-        digits = 2 if row["unit"] == "x" else 0
+        digits = 2 if row["unit"] == "x" else 1 if row["unit"] == "ms" else 0
         print(
             f"| {row['what']} | {median_of(reps):,.{digits}f} {row['unit']} | "
             + ", ".join(f"{r:,.{digits}f}" for r in reps)
