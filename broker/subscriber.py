@@ -256,7 +256,7 @@ class Subscriber:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         if self.address.tls:
-            context = ssl.create_default_context(cafile=self._ca_file)
+            context = ssl.create_default_context(cafile=self._ca_file or self.address.ca_file)
             sock = context.wrap_socket(sock, server_hostname=self.address.host)
         return sock
 

@@ -11,6 +11,7 @@ from sqlalchemy import Connection
 
 import alerts.models  # noqa: F401  (registers the alert tables on Base.metadata)
 import api.models  # noqa: F401  (registers the API's tables: users, API keys, commands)
+import broker.models  # noqa: F401  (registers the broker's MQTT accounts)
 import imagery.models  # noqa: F401  (registers imagery's tables: snapshots, dead letters, cameras)
 from gridwatch.settings import get_settings
 from registry.db import make_engine
