@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # The gridwatch image: one image for every service. Each container runs
-# `gridwatch <command>` (init, ingest, api, simulate); see docker-compose.yml.
+# `gridwatch <command>` (init, ingest, alerts, imagery, api, simulate); see
+# docker-compose.yml.
 # No HEALTHCHECK here: what "healthy" means differs per command, so each service
 # declares its own in docker-compose.yml.
 #
@@ -50,9 +51,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     GW_STATE_DIR=/var/lib/gridwatch \
     GW_ENV=production
 
+# The snapshot directory exists in the image, owned by the user: Docker gives a new
+# named volume mounted there (imagery-data) the ownership of the image's directory.
 RUN groupadd --system --gid 10001 gridwatch \
  && useradd --system --uid 10001 --gid gridwatch --home-dir /var/lib/gridwatch \
-        --create-home --shell /usr/sbin/nologin gridwatch
+        --create-home --shell /usr/sbin/nologin gridwatch \
+ && install -d -o gridwatch -g gridwatch /var/lib/gridwatch/imagery
 
 # Owned by root: the code is read-only to the user running it.
 COPY --from=build /opt/venv /opt/venv

@@ -281,11 +281,15 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 def cli_command(path: list[str]) -> tuple[Any, list[str]]:
     """The (click) command that ``gridwatch *path`` reaches, and the arguments left.
 
-    Duck-typed: typer ships click's classes under its own package.
+    A sub-group is a command of its own when it runs without a subcommand
+    (``gridwatch alerts`` runs the service). Duck-typed: typer ships click's classes
+    under its own package.
     """
     command: Any = typer.main.get_command(cli.app)
     args = list(path)
     while hasattr(command, "commands"):
+        if command.invoke_without_command and not (args and args[0] in command.commands):
+            break
         assert args, f"`gridwatch {' '.join(path)}` names no subcommand"
         name = args.pop(0)
         sub = command.commands.get(name)
@@ -412,7 +416,7 @@ def test_every_service_has_an_image_or_a_build() -> None:
 
 def test_gridwatch_services_share_one_image_built_from_the_dockerfile() -> None:
     gridwatch = gridwatch_services()
-    assert set(gridwatch) == {"init", "ingest", "api", "simulate"}
+    assert set(gridwatch) == {"init", "ingest", "alerts", "imagery", "api", "simulate"}
     assert {s["image"] for s in gridwatch.values()} == {"gridwatch:latest"}
     assert {str(s["build"]) for s in gridwatch.values()} == {"."}
     raw = gridwatch_services(services(raw_compose()))
@@ -649,7 +653,8 @@ def test_only_init_uses_the_influxdb_admin_account() -> None:
 def test_simulate_imports_the_shipped_demo_community_and_simulates_it() -> None:
     simulate = services()["simulate"]
     assert simulate["profiles"] == ["simulate"]
-    assert depends_on(simulate)["ingest"]["condition"] == "service_healthy"
+    for consumer in ("ingest", "alerts", "imagery"):  # subscribed before the replay
+        assert depends_on(simulate)[consumer]["condition"] == "service_healthy", consumer
     script = shell_script(simulate)
     assert script is not None
     assert script.strip().splitlines()[-1].startswith("exec gridwatch simulate "), (
@@ -670,6 +675,50 @@ def test_simulate_imports_the_shipped_demo_community_and_simulates_it() -> None:
     assert [argv[0] for argv in invocations] == ["registry", "simulate"]
     assert check_invocation(invocations[0])["file"] == demo_file
     assert check_invocation(invocations[1])["community"] == [community]
+
+
+def test_snapshots_are_written_by_imagery_and_read_only_to_the_api() -> None:
+    data = services()
+    mounts = {
+        name: {target: (kind, source) for kind, source, target in volumes_of(service)}
+        for name, service in data.items()
+    }
+    directory = environment(data["imagery"])["GW_IMAGERY_DIR"]
+    assert mounts["imagery"][directory] == ("volume", "imagery-data")
+    assert mounts["api"][directory] == ("volume", "imagery-data")
+    assert f"imagery-data:{directory}:ro" in data["api"]["volumes"]
+    assert f"imagery-data:{directory}" in data["imagery"]["volumes"], "imagery writes"
+    for name, service in gridwatch_services(data).items():
+        assert environment(service)["GW_IMAGERY_DIR"] == directory, name
+    # A new named volume takes the ownership of the image's directory at its mount point.
+    final = dockerfile_instructions()
+    final = final[max(i for i, (k, _) in enumerate(final) if k == "FROM") :]
+    user = [a for k, a in final if k == "USER"][-1].split(":")[0]
+    made = [a for k, a in final if k == "RUN" and "install -d -o gridwatch" in a]
+    assert made and directory in made[0], "the image makes the snapshot directory"
+    assert "--uid " + user in made[0], "owned by the user the services run as"
+
+
+def test_metrics_health_checks_read_the_port_their_service_serves() -> None:
+    data = services()
+    for name, setting, gauge in (
+        ("ingest", "GW_INGEST_METRICS_PORT", "gridwatch_ingest_broker_up 1.0"),
+        ("imagery", "GW_IMAGERY_METRICS_PORT", "gridwatch_imagery_broker_up 1.0"),
+    ):
+        env = environment(data[name])
+        assert int(env[setting]) > 0, f"{name}: metrics on, for the health check"
+        field = setting[3:].lower().replace("_port", "_host")
+        assert Settings.model_fields[field].default == "127.0.0.1", "the check asks loopback"
+        check = " ".join(healthcheck_argv(data[name]))
+        assert setting in check and gauge in check, name
+    alerts = " ".join(healthcheck_argv(data["alerts"]))
+    assert "GW_MQTT_URL" in alerts and "/proc/net/tcp" in alerts
+
+
+def test_ingest_starts_in_a_share_group_so_replicas_can_join() -> None:
+    env = environment(services()["ingest"])
+    assert env["GW_INGEST_SHARE_GROUP"], "a shared subscription from the first start"
+    assert env["GW_INGEST_CLIENT_ID"] == Settings.model_fields["ingest_client_id"].default
 
 
 # --- static tests: Grafana ----------------------------------------------------------
@@ -990,7 +1039,7 @@ def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgre
             "influxdb:8086": f"127.0.0.1:{influxd.port}",
             "postgres:5432": f"127.0.0.1:{sql.port}",
         }
-        metrics_port, api_port = free_port(), free_port()
+        metrics_port, api_port, imagery_port = free_port(), free_port(), free_port()
 
         def env_of(name: str) -> dict[str, str]:
             """The service's compose environment, host names mapped to the local servers."""
@@ -1004,6 +1053,8 @@ def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgre
                 "GW_API_HOST": "127.0.0.1",
                 "GW_API_PORT": str(api_port),
                 "GW_INGEST_METRICS_PORT": str(metrics_port),
+                "GW_IMAGERY_METRICS_PORT": str(imagery_port),
+                "GW_IMAGERY_DIR": str(server_dir / "imagery"),
             }
             env |= {k: v for k, v in overrides.items() if k in env}
             return env | {
@@ -1058,6 +1109,13 @@ def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgre
             init_output += done.stdout + done.stderr
             assert done.returncode == 0, f"init, run {attempt + 1}:\n{init_output}"
 
+        # The alerts check sees every connection to the broker's port on this host: it
+        # proves something only while nothing else is connected.
+        assert not healthy("alerts")(), "healthy before alerts connected"
+        start("alerts")
+        wait_for("alerts healthy", healthy("alerts"), 60, logs)
+        start("imagery")
+        wait_for("imagery healthy", healthy("imagery"), 60, logs)
         start("ingest")
         wait_for("ingest healthy", healthy("ingest"), 60, logs)
         start("api")
@@ -1095,7 +1153,8 @@ def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgre
                 grafana.write(b"door,community=x,device_id=y seq=1i 1")
         assert metric(metrics_port, "gridwatch_ingest_rejected_total", reason="unknown_device") == 0
 
-        for name in ("simulate", "api", "ingest"):  # producers first, as compose down would
+        # Producers first, as compose down would.
+        for name in ("simulate", "api", "ingest", "imagery", "alerts"):
             processes[name].send_signal(signal.SIGTERM)
             status = processes[name].wait(timeout=60)
             # uvicorn shuts down, then re-raises the signal: docker sees 143, as for SIGTERM.
