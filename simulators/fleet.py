@@ -10,6 +10,10 @@ A city (hundreds of thousands of devices) does not fit one broker's file
 descriptors on one machine: ``devices_per_connection`` > 1 then puts several
 devices on one connection, as vendors' gateways do. Such devices have no last
 will of their own and cannot be dropped one by one.
+
+With broker security on, a device with its own connection logs in as itself
+(``credentials``: device id -> the password issued to it); a shared gateway
+connection logs in with the broker address's account (the simulator's).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import select
 import selectors
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from broker.address import BrokerAddress
 from devices.contract import Channel, device_topic
@@ -53,6 +58,7 @@ class Fleet:
         devices_per_connection: int = 1,
         keepalive: int = KEEPALIVE_S,
         ca_file: str | None = None,
+        credentials: Mapping[str, str] | None = None,
     ) -> None:
         if devices_per_connection < 1:
             raise ValueError("devices_per_connection must be at least 1")
@@ -61,6 +67,7 @@ class Fleet:
         self.devices_per_connection = devices_per_connection
         self.keepalive = keepalive
         self.ca_file = ca_file
+        self.credentials = credentials or {}
         self.on_command: CommandHandler = _drop_command
         self.tally = Tally()
         self._pending: list[tuple[str, str, str]] = []  # added, not yet connected
@@ -92,15 +99,18 @@ class Fleet:
 
     def _open_group(self, group: list[tuple[str, str, str]]) -> None:
         cmd = tuple(device_topic(c, k, d, Channel.CMD) for d, c, k in group)
+        address = self.broker
         if len(group) == 1:
             device_id, community, kind = group[0]
             status = device_topic(community, kind, device_id, Channel.STATUS)
             client_id, will = device_id, Will(status, OFFLINE_WILL, qos=1, retain=True)
+            if device_id in self.credentials:
+                address = replace(address, username=device_id, password=self.credentials[device_id])
         else:
             client_id, will = f"gw-{group[0][0]}"[:64], None
         conn = Connection(
             client_id,
-            self.broker,
+            address,
             will=will,
             subscriptions=cmd,
             keepalive=self.keepalive,

@@ -276,7 +276,7 @@ class Connection:
         sock = socket.create_connection((a.host, a.port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if a.tls:
-            context = ssl.create_default_context(cafile=self.ca_file)
+            context = ssl.create_default_context(cafile=self.ca_file or a.ca_file)
             sock = context.wrap_socket(sock, server_hostname=a.host)
         sock.setblocking(False)
         self.sock = sock

@@ -22,6 +22,7 @@ from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 from typing import TypeAlias
 
+import msgspec
 from sqlalchemy import func, select
 
 from broker.address import BrokerAddress
@@ -58,6 +59,7 @@ class Plan:
     qos: int
     scenario: Path | None = None
     devices_per_connection: int = 1
+    credentials: Path | None = None  # JSON {username: password}: devices log in as themselves
 
 
 @dataclass
@@ -135,6 +137,13 @@ def summary(report: Report) -> str:
 # --- one process ---------------------------------------------------------------------------
 
 
+def load_credentials(path: Path | None) -> dict[str, str]:
+    """The ``{username: password}`` file that ``make run`` saves for the simulator, if any."""
+    if path is None:
+        return {}
+    return msgspec.json.decode(path.read_bytes(), type=dict[str, str])
+
+
 def run(plan: Plan, stop: threading.Event, progress: Callable[[Report], None]) -> Report:
     """Simulate the plan's communities in this process until the replay ends (or ``stop``)."""
     sessions = make_sessionmaker(make_engine(plan.sql_url))
@@ -146,6 +155,7 @@ def run(plan: Plan, stop: threading.Event, progress: Callable[[Report], None]) -
         BrokerAddress.from_url(plan.broker_url),
         qos=plan.qos,
         devices_per_connection=plan.devices_per_connection,
+        credentials=load_credentials(plan.credentials),
     )
     communities = [known[c] for c in plan.communities]
     simulation = Simulation(communities, records, clock=clock, seed=plan.seed, transport=fleet)
@@ -286,6 +296,7 @@ class Request:
     processes: int | None = None
     devices_per_connection: int | None = None
     max_connections: int = MAX_CONNECTIONS
+    credentials: Path | None = None
 
 
 def prepare(request: Request, sql_url: str, broker_url: str, now_ms: int) -> tuple[Plan, int]:
@@ -332,6 +343,7 @@ def prepare(request: Request, sql_url: str, broker_url: str, now_ms: int) -> tup
         qos=request.qos,
         scenario=request.scenario,
         devices_per_connection=per_connection,
+        credentials=request.credentials,
     )
     cpus = len(os.sched_getaffinity(0))
     processes = request.processes or default_processes(devices, len(communities), cpus)
