@@ -46,12 +46,27 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")]
 
 
 @app.command()
-def init() -> None:
+def init(
+    influx_database: Annotated[
+        bool,
+        typer.Option(
+            "--influx-database/--no-influx-database",
+            help="create the InfluxDB database and retention policy (1.x); "
+            "--no-influx-database for InfluxDB 2.x/3.x, whose bucket (with its DBRP mapping) "
+            "or database you made: it only checks that the database answers",
+        ),
+    ] = True,
+) -> None:
     """Create the SQL schema (migrations) and the InfluxDB database and retention policy."""
     from gridwatch.services import init_storage
+    from influx.client import InfluxError
 
     _logging(False)
-    init_storage(get_settings())
+    try:
+        init_storage(get_settings(), create_influx_database=influx_database)
+    except InfluxError as exc:
+        typer.echo(f"gridwatch init: InfluxDB: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @registry_app.command("import")

@@ -18,11 +18,20 @@ from simulators.runner import Request, simulate
 log = logging.getLogger("gridwatch")
 
 
-def init_storage(settings: Settings) -> None:
-    """Migrate the SQL schema and create the InfluxDB database and retention policy."""
+def init_storage(settings: Settings, *, create_influx_database: bool = True) -> None:
+    """Migrate the SQL schema and create the InfluxDB database and retention policy.
+
+    Without ``create_influx_database`` (InfluxDB 2.x and 3.x refuse CREATE DATABASE
+    over the v1 API; the operator makes the bucket or database) it checks instead that
+    the database answers to the services' account, so that a missing DBRP mapping
+    stops the deployment here rather than as rejected writes.
+    """
     migrate(settings.sql_url)
     with influx_client(settings) as influx:
-        influx.ensure_database(settings.influx_retention)
+        if create_influx_database:
+            influx.ensure_database(settings.influx_retention)
+        else:
+            influx.check_database()
     sql = make_url(settings.sql_url).render_as_string(hide_password=True)
     log.info("storage ready: %s, %s/%s", sql, settings.influx_url, settings.influx_db)
 

@@ -174,6 +174,14 @@ class InfluxClient:
                 )
         return series
 
+    def check_database(self) -> None:
+        """Raise ``InfluxRejected`` unless the database exists and this account may read it.
+
+        For servers whose database the operator makes (a 2.x bucket with its DBRP
+        mapping, a 3.x database): a query is what the v1 API of all three answers.
+        """
+        self.query("SHOW MEASUREMENTS")
+
     def ensure_database(self, retention: str) -> None:
         """Create the database and make its default retention policy ``retention`` (1.x only).
 

@@ -1167,3 +1167,43 @@ def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgre
     for name, value in env_file.items():
         if SECRET.search(name):
             assert value not in output, f"{name}'s value appears in a service's output"
+
+
+@pytest.mark.integration
+def test_init_without_creating_the_influxdb_database(stack_root: Path) -> None:
+    """The InfluxDB 2.x/3.x path: `init --no-influx-database` with the services' account.
+
+    That account may not CREATE DATABASE, as 2.x and 3.x refuse it over the v1 API:
+    init must then only check the database the operator made, and say when it is missing.
+    """
+    server_dir = stack_root / f"external-{uuid.uuid4().hex[:8]}"
+    with AuthInfluxd(server_dir / "influxd") as influxd:
+        env_file = operator_env()
+        bootstrap_influxdb(influxd.url, environment(services(compose(env_file))["influxdb"]))
+        service = {
+            key: value
+            for key, value in environment(services(compose(env_file))["ingest"]).items()
+            if key.startswith("GW_INFLUX")
+        }
+
+        def init(*args: str, database: str) -> subprocess.CompletedProcess[str]:
+            env = service | {
+                "GW_INFLUX_URL": influxd.url,
+                "GW_INFLUX_DB": database,
+                "GW_STATE_DIR": str(server_dir / "state"),
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            }
+            return subprocess.run(
+                ["gridwatch", "init", *args], env=env, capture_output=True, text=True, timeout=120
+            )
+
+        assert init(database=service["GW_INFLUX_DB"]).returncode != 0, "not allowed to create"
+        done = init("--no-influx-database", database=service["GW_INFLUX_DB"])
+        assert done.returncode == 0, done.stderr
+        assert (server_dir / "state" / "gridwatch.db").is_file(), "the SQL schema is migrated"
+        missing = init("--no-influx-database", database="no_such_bucket")
+        assert missing.returncode == 1
+        # 1.x answers an account without rights on it as it would a missing database.
+        assert "gridwatch init: InfluxDB:" in missing.stderr
+        assert "requires READ on no_such_bucket" in missing.stderr
+        assert "Traceback" not in missing.stderr, "a clear refusal, not a crash"
