@@ -13,6 +13,7 @@ influxdb image creates, and PostgreSQL. Only host names and ports are translated
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -41,7 +42,7 @@ from sqlalchemy import make_url
 from gridwatch import cli
 from gridwatch.settings import Settings
 from influx.client import InfluxClient, InfluxRejected, quote_ident, quote_literal
-from stack.servers import Influxd, Mosquitto, Postgres, free_port
+from stack.servers import Influxd, Mosquitto, Postgres, find_binary, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -754,6 +755,34 @@ def test_grafana_is_pinned_provisioned_read_only_and_checked() -> None:
     health = " ".join(healthcheck_argv(grafana))
     assert "http://127.0.0.1:3000/api/health" in health
     assert depends_on(grafana)["influxdb"]["condition"] == "service_healthy"
+
+
+# The dashboard schemaVersion the SDK writes -> the first Grafana release that knows
+# it as its own. 42 came with grafana/grafana#110517 (merged September 2025), in 12.3
+# for certain. A new SDK writing another version fails the test below until the pin
+# is checked against it.
+GRAFANA_FOR_SCHEMA = {42: (12, 3)}
+
+
+def test_grafana_image_knows_the_dashboards_schema_and_influxdb_speaks_1x() -> None:
+    data = services()
+    emitted = {
+        json.loads(path.read_text(encoding="utf-8"))["schemaVersion"]
+        for path in (ROOT / "dashboards" / "generated").glob("*.json")
+    }
+    [schema] = emitted
+    assert schema in GRAFANA_FOR_SCHEMA, f"which Grafana knows schemaVersion {schema}?"
+    version = re.fullmatch(r"grafana/grafana:(\d+)\.(\d+)\.\d+", data["grafana"]["image"])
+    assert version, "pin a Grafana release"
+    assert (int(version[1]), int(version[2])) >= GRAFANA_FOR_SCHEMA[schema]
+    pinned = re.fullmatch(r"influxdb:(\d+)\.\d+\.\d+", data["influxdb"]["image"])
+    assert pinned, "pin an InfluxDB release"
+    tested = subprocess.run(
+        [find_binary("influxd", "influxdb"), "version"], capture_output=True, text=True, check=True
+    ).stdout
+    assert pinned[1] == "1" and tested.startswith("InfluxDB v1."), (
+        "the image must speak the 1.x HTTP API the tests run against"
+    )
 
 
 def test_grafana_reads_the_database_ingest_writes_with_the_read_only_account() -> None:
