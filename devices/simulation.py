@@ -29,11 +29,15 @@ QUARTER_HOUR_MS = 900_000
 
 @dataclass(slots=True)
 class Outgoing:
-    """One message a simulated device publishes."""
+    """One message a simulated device publishes: JSON, or a snapshot's JPEG in ``image``.
+
+    A snapshot's ``payload`` holds its ``snapshot_id``, the last level of its topic.
+    """
 
     channel: Channel
     payload: dict[str, Any]
     retain: bool = False
+    image: bytes | None = None
 
 
 # An agenda entry: (due_ms, order, action). A plain tuple, so the heap compares in C;
@@ -107,6 +111,10 @@ class SimulatedDevice(ABC):
         """Publish an event at ``ts``."""
         payload = {"ts": ts, "seq": self._next_seq(), "event": event, **fields}
         self._out.append(Outgoing(Channel.EVENT, payload))
+
+    def send_snapshot(self, snapshot_id: str, image: bytes) -> None:
+        """Publish a JPEG on ``snapshot/{snapshot_id}`` (kinds that send snapshots)."""
+        self._out.append(Outgoing(Channel.SNAPSHOT, {"snapshot_id": snapshot_id}, image=image))
 
     def status(self, ts: int | None, online: bool) -> Outgoing:
         """The retained status message (``ts`` None for the last will)."""

@@ -58,19 +58,21 @@ def detection_snapshot(
     *,
     checkpoint_qr: str | None = None,
     timezone: str = "Asia/Shanghai",
+    condition: Condition | None = None,
 ) -> bytes:
     """The frame a simulated robot sends behind its detection number ``seq``.
 
     Deterministic from the robot and ``seq`` (a replay sends the same bytes);
-    sometimes dark or blurred (``pick_condition``); captioned with the robot and
-    the local time, as a camera's on-screen display is.
+    sometimes dark or blurred (``pick_condition``) unless ``condition`` says how
+    it is (a scripted camera fault); captioned with the robot and the local
+    time, as a camera's on-screen display is.
     """
     seed = zlib.crc32(f"{device_id}:{seq}".encode())
     local = datetime.fromtimestamp(ts_ms / 1000, ZoneInfo(timezone))
     return synthetic_snapshot(
         seed,
         scene,
-        condition=pick_condition(seed),
+        condition=condition or pick_condition(seed),
         checkpoint_qr=checkpoint_qr,
         caption=f"{device_id} {local:%Y-%m-%d %H:%M:%S}",
     )

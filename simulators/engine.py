@@ -106,6 +106,15 @@ class DeviceHandle:
 Action = Callable[[int], None]
 
 
+def _topic(device: DeviceHandle, out: Outgoing) -> str:
+    """Where ``out`` goes: the device's topic of its channel, or ``snapshot/{snapshot_id}``."""
+    if out.channel is not Channel.SNAPSHOT:
+        return device.topics[out.channel]
+    record = device.record
+    snapshot_id = str(out.payload["snapshot_id"])
+    return device_topic(record.community, record.kind, record.device_id, out.channel, snapshot_id)
+
+
 class Simulation:
     """Runs the devices of some communities on a simulated clock."""
 
@@ -132,7 +141,7 @@ class Simulation:
                 ch: device_topic(record.community, record.kind, record.device_id, ch)
                 for ch in channels
             }
-            counted_as = {ch: (record.kind, ch.value) for ch in channels}
+            counted_as = {ch: (record.kind, ch.value) for ch in (*channels, Channel.SNAPSHOT)}
             self._devices[record.device_id] = DeviceHandle(record, sim, topics, counted_as)
             self.report.devices[record.kind] += 1
         self._heap = [(d.sim.next_due_ms(), device_id) for device_id, d in self._devices.items()]
@@ -160,11 +169,10 @@ class Simulation:
 
     def _send(self, device: DeviceHandle, out: Outgoing) -> None:
         device_id = device.record.device_id
-        topic = device.topics[out.channel]
+        topic = _topic(device, out)
         if device.link is None:
-            self.transport.publish(
-                device_id, topic, _ENCODER.encode(out.payload), retain=out.retain
-            )
+            raw = _ENCODER.encode(out.payload) if out.image is None else out.image
+            self.transport.publish(device_id, topic, raw, retain=out.retain)
             self.report.counts[device.counted_as[out.channel]] += 1
             return
         for message, raw in device.link.transmit(out):

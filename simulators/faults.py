@@ -389,6 +389,23 @@ class RobotDetects(FaultSpec):
         sim_as(device, SimulatedPatrolRobot).detect(ts, self.scene, self.confidence)
 
 
+class RobotCamera(FaultSpec):
+    """Every frame the robot sends is ``condition`` (lens covered, dark, out of focus)."""
+
+    fault: Literal["robot_camera"]
+    condition: Literal["dark", "blurred", "obstructed"] = "obstructed"
+    duration: Duration | None = None
+    kind = "patrol_robot"
+
+    def begin(self, simulation: Simulation, device: DeviceHandle, ts: int) -> None:
+        """The camera fails."""
+        sim_as(device, SimulatedPatrolRobot).camera_fault(ts, self.condition)
+
+    def end(self, simulation: Simulation, device: DeviceHandle, ts: int) -> None:
+        """The camera works again."""
+        sim_as(device, SimulatedPatrolRobot).camera_fault(ts, None)
+
+
 # --- any device: its connection and its messages -------------------------------------------
 
 
@@ -502,6 +519,7 @@ Fault = Annotated[
     | RobotLowBattery
     | SkipCheckpoints
     | RobotDetects
+    | RobotCamera
     | Offline
     | Silent
     | ClockDrift

@@ -54,6 +54,8 @@ class Link:
         """The messages that actually leave the device for ``out``, encoded, in order."""
         if not self.online or self.hung:
             return []
+        if out.image is not None:  # a JPEG: no clock of its own to skew, nothing to garble
+            return [(out, out.image)]
         payload = out.payload
         if "ts" in payload and (self.clock_offset_ms or self.drift_ms_per_h):
             payload = {**payload, "ts": self.device_time(payload["ts"])}

@@ -99,7 +99,7 @@ class Evidence:
 def observations(played: Played) -> Iterator[Obs]:
     """The messages that decode (garbled ones are what ingest rejects)."""
     for m in played.messages:
-        _, _, kind, device, channel = m.topic.split("/")
+        kind, device, channel = m.topic.split("/")[2:5]  # a snapshot's topic has its id too
         try:
             body = json.loads(m.payload)
         except ValueError:

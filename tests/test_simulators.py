@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import re
 import statistics
 import threading
 import time
@@ -25,10 +26,14 @@ from astral.sun import sunrise, sunset
 
 from devices import KINDS
 from devices.contract import Channel, Command, DeviceRecord
-from devices.patrol_robot.simulate import SPEED_MPS, distance_m
+from devices.patrol_robot.simulate import SPEED_MPS, SimulatedPatrolRobot, distance_m
 from gridwatch.clock import ManualClock, SimulatedClock
+from imagery.pipeline import Limits as ImageryLimits
+from imagery.pipeline import Processor
+from imagery.privacy import DetectorSettings
+from imagery.quality import QualityThresholds
 from simulators.engine import Report, Simulation
-from simulators.memory import MemoryTransport
+from simulators.memory import MemoryTransport, Message
 from simulators.runner import Plan, Progress, summary
 from tests.contract_helpers import COMMUNITY, NOW_MS, record, sample_payloads
 
@@ -85,6 +90,8 @@ def test_other_seed_other_stream() -> None:
 def test_stream_is_in_event_time_order_per_device_with_consecutive_seq() -> None:
     last: dict[str, tuple[int, int]] = {}
     for message in _run(seed=3, hours=24).messages:
+        if "/snapshot/" in message.topic:
+            continue  # a JPEG: its detection carries the time and seq
         body = json.loads(message.payload)
         if "seq" not in body:
             continue
@@ -396,3 +403,67 @@ def test_progress_lines_and_the_summary_per_kind() -> None:
     ]
     assert table[1].split() == ["door", "10", "600", "40", "0", "0", "640"]
     assert table[-1].split() == ["all", "30", "1,540"]
+
+
+# --- snapshots -------------------------------------------------------------------------------
+
+
+def _robot_messages(seed: int, nights: int) -> list[Message]:
+    robot = record("patrol_robot")
+    transport = MemoryTransport(ManualClock(NOW_MS), [robot])
+    sim = Simulation(
+        [COMMUNITY], [robot], clock=SimulatedClock(NOW_MS, 0), seed=seed, transport=transport
+    )
+    report = sim.run(NOW_MS + nights * DAY * 3_600_000, threading.Event())
+    assert report.counts[("patrol_robot", "snapshot")] > 0
+    return transport.messages
+
+
+def test_every_detection_is_followed_by_its_frame_on_its_snapshot_topic() -> None:
+    messages = _robot_messages(seed=3, nights=10)
+    base = "sc/zjxc/patrol_robot/zjxc-patrol_robot-1"
+    processor = Processor(ImageryLimits(), DetectorSettings())
+    flags: Counter[str] = Counter()
+    plates: list[str] = []
+    detections = 0
+    for i, message in enumerate(messages):
+        if message.topic != f"{base}/event" or b'"detection"' not in message.payload:
+            continue
+        detections += 1
+        snapshot_id = json.loads(message.payload)["snapshot_id"]
+        assert re.fullmatch(r"s-\d{8}-\d{4}-\d{4,}", snapshot_id), snapshot_id
+        frame = messages[i + 1]  # sent right after its detection, as the contract asks
+        assert frame.topic == f"{base}/snapshot/{snapshot_id}" and not frame.retain
+        processed = processor.process(frame.payload, QualityThresholds())
+        assert (processed.declared.width, processed.declared.height) == (640, 480)
+        flags.update(processed.quality.flags or ["good"])
+        plates += processed.qr_texts
+    assert 20 < detections < 80, detections
+    assert sum("/snapshot/" in m.topic for m in messages) == detections  # and no other frame
+    # Mostly good frames, sometimes dark or blurred (about 8 % and 7 %).
+    assert flags["good"] > 0.7 * detections and flags["dark"] + flags["blurred"] > 0, flags
+    # At a checkpoint the robot's camera sees its plate.
+    assert plates and all(re.fullmatch(r"gridwatch:cp:zjxc:night-a:cp-0[1-5]", p) for p in plates)
+    # The same seed sends the same bytes; another seed other frames.
+    assert _robot_messages(seed=3, nights=10) == messages
+    assert _robot_messages(seed=4, nights=10) != messages
+
+
+def test_a_scripted_camera_fault_spoils_every_frame_until_it_ends() -> None:
+    robot = KINDS["patrol_robot"].simulate(
+        record("patrol_robot"), COMMUNITY, random.Random(1), NOW_MS
+    )
+    assert isinstance(robot, SimulatedPatrolRobot)
+    processor = Processor(ImageryLimits(), DetectorSettings())
+
+    def frame_flags(ts: int) -> list[str]:
+        robot.detect(ts, "loitering", 0.5)
+        out = robot.drain()
+        assert [m.channel for m in out] == [Channel.EVENT, Channel.SNAPSHOT]
+        assert out[1].image is not None
+        return processor.process(out[1].image, QualityThresholds()).quality.flags
+
+    robot.camera_fault(NOW_MS, "obstructed")
+    assert [frame_flags(NOW_MS + i * 60_000) for i in range(3)] == [["obstructed"]] * 3
+    robot.camera_fault(NOW_MS, None)
+    assert frame_flags(NOW_MS + 600_000) == []

@@ -5,10 +5,13 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devices.contract import Community, DeviceRecord
 from devices.simulation import SimulatedDevice, next_local_time, weighted_choice
+
+if TYPE_CHECKING:
+    from imagery.synthetic import Condition
 
 SPEED_MPS = 1.2
 ACTIVE_INTERVAL_MS = 5_000
@@ -31,6 +34,8 @@ SCENES = (
     ("smoke_fire", 0.02),
 )
 M_PER_DEG_LAT = 110_540.0
+# A checkpoint's plate is in the frame (and its QR code readable) this close to it.
+PLATE_RANGE_M = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +71,7 @@ class SimulatedPatrolRobot(SimulatedDevice):
         self.waypoint: int | None = None
         self.detections_per_h = DETECTIONS_PER_ACTIVE_HOUR
         self.stuck = False  # wheels spinning in place: it still believes it is patrolling
+        self.camera: Condition | None = None  # a scripted camera fault spoils every frame so
         self.skipped: frozenset[str] = frozenset()  # checkpoints it cannot reach tonight
         self._moved_until = start_ms
         self._patrol_ends = start_ms
@@ -174,7 +180,9 @@ class SimulatedPatrolRobot(SimulatedDevice):
             )
 
     def detect(self, ts: int, scene: str, confidence: float) -> None:
-        """Report one of the seven scenes where the robot is now."""
+        """Report one of the seven scenes where the robot is now, then send the frame behind it."""
+        local = self.local_time(ts)
+        snapshot_id = f"s-{local:%Y%m%d-%H%M}-{self.seq + 1:04d}"
         self.send_event(
             ts,
             "detection",
@@ -182,7 +190,39 @@ class SimulatedPatrolRobot(SimulatedDevice):
             confidence=confidence,
             lat=round(self.lat, 6),
             lon=round(self.lon, 6),
+            snapshot_id=snapshot_id,
         )
+        self.send_snapshot(snapshot_id, self._frame(ts, scene))
+
+    def _frame(self, ts: int, scene: str) -> bytes:
+        """The camera's frame: the scene, the plate of a checkpoint it stands at, any fault."""
+        # Imported here: OpenCV is for the robot's camera, not for every process that
+        # imports the device kinds (ingest, the API).
+        from imagery.checkpoints import checkpoint_qr_text
+        from imagery.synthetic import detection_snapshot
+
+        plate = self._checkpoint_in_view()
+        return detection_snapshot(
+            self.record.device_id,
+            self.seq,
+            scene,
+            ts,
+            checkpoint_qr=None
+            if plate is None
+            else checkpoint_qr_text(self.community.id, self.route["id"], plate),
+            timezone=self.community.timezone,
+            condition=self.camera,
+        )
+
+    def _checkpoint_in_view(self) -> str | None:
+        """The route's checkpoint within ``PLATE_RANGE_M``, if the robot is at one."""
+        for checkpoint in self.route["checkpoints"]:
+            if (
+                distance_m(self.lat, self.lon, checkpoint["lat"], checkpoint["lon"])
+                <= PLATE_RANGE_M
+            ):
+                return str(checkpoint["id"])
+        return None
 
     # --- telemetry and commands -----------------------------------------------
 
@@ -243,6 +283,10 @@ class SimulatedPatrolRobot(SimulatedDevice):
         """A failing cell: the battery drops to ``pct`` at once."""
         self._move(ts)
         self.battery = min(self.battery, pct)
+
+    def camera_fault(self, ts: int, condition: Condition | None) -> None:
+        """Every frame from now on is ``condition`` (dark, blurred, obstructed); None: fixed."""
+        self.camera = condition
 
     def skip_checkpoints(self, ts: int, checkpoint_ids: frozenset[str]) -> None:
         """Some checkpoints cannot be reached (a blocked lane) until ``skip_checkpoints`` again."""
