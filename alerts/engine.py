@@ -36,7 +36,17 @@ from alerts.site import Site
 from devices import KINDS
 from devices.contract import Channel, DeviceRecord
 from devices.points import CMD_ACK_MEASUREMENT, SNAPSHOT_MEASUREMENT, STATUS_MEASUREMENT
-from ingest.decode import Accepted, Limits, Outcome, decode_message
+from imagery.events import CAMERA_DECODER, camera_topic_community
+from influx.lineprotocol import FieldValue
+from ingest.decode import (
+    Accepted,
+    Ignored,
+    Limits,
+    Outcome,
+    Reason,
+    Rejected,
+    decode_message,
+)
 
 log = logging.getLogger("gridwatch.alerts")
 
@@ -123,6 +133,9 @@ class Engine:
 
     def handle(self, topic: str, payload: bytes, received_ms: int) -> Outcome:
         """Decode one message (as ingest does) and run the rules that want it."""
+        community = camera_topic_community(topic)
+        if community is not None:
+            return self._camera_report(community, payload, received_ms)
         outcome = decode_message(
             topic,
             payload,
@@ -144,6 +157,43 @@ class Engine:
         else:
             self.outcomes[type(outcome).__name__.lower()] += 1
         return outcome
+
+    def _camera_report(self, community: str, payload: bytes, received_ms: int) -> Outcome:
+        """The imagery service's camera_fault / camera_ok: an event of the robot it is about.
+
+        The report's ``ts`` is the frame's, so it moves event time as the robot's own
+        messages do.
+        """
+        outcome = self._decode_camera_report(community, payload)
+        if isinstance(outcome, Rejected):
+            self.outcomes["rejected"] += 1
+            return outcome
+        self.outcomes["camera"] += 1
+        self.observe(outcome, received_ms)
+        return Ignored("imagery")
+
+    def _decode_camera_report(self, community: str, payload: bytes) -> Observation | Rejected:
+        try:
+            report = CAMERA_DECODER.decode(payload)
+        except msgspec.DecodeError as exc:  # ValidationError included
+            return Rejected(Reason.SCHEMA, f"camera report: {exc}"[:300], "patrol_robot")
+        device = self._directory.devices.get(report.device_id)
+        if device is None:
+            return Rejected(Reason.UNKNOWN_DEVICE, f"{report.device_id} is not registered")
+        if community != report.community or (device.community, device.kind) != (
+            community,
+            report.kind,
+        ):
+            detail = f"{report.device_id} is not a {report.kind} of {community}"
+            return Rejected(Reason.DEVICE_MISMATCH, detail, report.kind)
+        values: dict[str, FieldValue] = {
+            "since_ms": report.since_ms,
+            "bad_frames": report.bad_frames,
+            # Ids are [A-Za-z0-9_-]: a comma joins them unambiguously into one field value.
+            "snapshot_ids": ",".join(report.snapshot_ids),
+            "flags": ",".join(report.flags),
+        }
+        return Observation(device, Channel.EVENT, report.event, report.ts, values)
 
     def _observation(self, accepted: Accepted) -> Observation | None:
         point = accepted.point

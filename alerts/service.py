@@ -45,6 +45,7 @@ from alerts.store import AlertStore, load_states, save_states
 from broker.address import BrokerAddress
 from broker.connection import make_client, persistent_session_properties
 from gridwatch.clock import Clock, WallClock
+from imagery.events import CAMERA_SUBSCRIPTION
 from influx.client import InfluxClient, InfluxError
 from ingest.decode import Limits, Reason, Rejected
 
@@ -270,7 +271,8 @@ class AlertService:
         self._connected.set()
         log.info("alerts connected to broker (session present: %s)", flags.session_present)
         # retainHandling=1: retained statuses come once, when the subscription is new.
-        client.subscribe(SUBSCRIPTION, options=SubscribeOptions(qos=1, retainHandling=1))
+        options = SubscribeOptions(qos=1, retainHandling=1)
+        client.subscribe([(SUBSCRIPTION, options), (CAMERA_SUBSCRIPTION, options)])
 
     def _on_disconnect(self, *args: Any) -> None:
         self._connected.clear()

@@ -24,9 +24,10 @@ Events published (QoS 1):
   "checkpoint", "checkpoint_id", "lat", "lon", "source": "imagery",
   "snapshot_id"}``. ``seq`` 0 and ``source`` mark it as the backend's, not the
   robot's counter;
-- camera faults, on ``sc/{community}/imagery``: ``{"event": "camera_fault" |
-  "camera_ok", "ts", "community", "kind": "patrol_robot", "device_id",
-  "since_ms", "bad_frames", "snapshot_ids", "flags"}``.
+- camera faults, on ``sc/{community}/imagery``: ``imagery.events.CameraEvent``
+  (``{"event": "camera_fault" | "camera_ok", "ts", "community", "kind":
+  "patrol_robot", "device_id", "since_ms", "bad_frames", "snapshot_ids",
+  "flags"}``), which the alerts service turns into the ``robot.camera`` alert.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from devices.contract import Channel, DeviceRecord, TopicError, device_topic, pa
 from devices.patrol_robot.schema import Detection
 from gridwatch.clock import Clock
 from imagery.checkpoints import CheckpointCode, on_robot_route, parse_checkpoint_qr
+from imagery.events import CAMERA_FAULT, CAMERA_OK, MAX_NAMED_FRAMES, CameraEvent, camera_topic
 from imagery.files import ImageFiles, Variant, sha256_hex
 from imagery.metrics import ImageryMetrics
 from imagery.models import EVIDENCE_PENDING, Snapshot, SnapshotRejection
@@ -421,21 +423,22 @@ class ImageryService:
         return len(due)
 
     def _publish_camera(self, change: CameraChange, processed: Processed) -> None:
-        event = "camera_fault" if change.fault else "camera_ok"
-        message = {
-            "event": event,
-            "ts": change.at_ms,
-            "community": change.community,
-            "kind": KIND,
-            "device_id": change.device_id,
-            "since_ms": change.since_ms,
-            "bad_frames": change.bad_frames,
-            "snapshot_ids": list(change.snapshot_ids),
-            "flags": processed.quality.flags,
-        }
+        message = CameraEvent(
+            event=CAMERA_FAULT if change.fault else CAMERA_OK,
+            ts=change.at_ms,
+            community=change.community,
+            kind="patrol_robot",
+            device_id=change.device_id,
+            since_ms=change.since_ms,
+            bad_frames=change.bad_frames,
+            snapshot_ids=list(change.snapshot_ids[-MAX_NAMED_FRAMES:]),
+            flags=processed.quality.flags,
+        )
         self._publish(camera_topic(change.community), message)
-        self.metrics.camera_events.labels(event).inc()
-        log.info("%s: %s (%d bad frames in a row)", change.device_id, event, change.bad_frames)
+        self.metrics.camera_events.labels(message.event).inc()
+        log.info(
+            "%s: %s (%d bad frames in a row)", change.device_id, message.event, change.bad_frames
+        )
 
     def _delete(self, files: list[tuple[Variant, str]]) -> None:
         for variant, sha in files:
@@ -508,11 +511,6 @@ class ImageryService:
                     job()
                 except Exception:  # one failed round must not end housekeeping
                     log.exception("imagery housekeeping (%s) failed", getattr(job, "__name__", job))
-
-
-def camera_topic(community: str) -> str:
-    """Where camera_fault / camera_ok events of a community go."""
-    return f"sc/{community}/imagery"
 
 
 def community_settings(raw: Mapping[str, object]) -> CommunityImagery:

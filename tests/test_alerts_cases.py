@@ -11,6 +11,7 @@ formats as the real ones do (``harness.StandIn``). Format:
       - {at: 0s, every: 60s, until: 20m, device: ID, telemetry: {...}}  # ts, seq added
       - {at: 30s, device: ID, event: forced_open, fields: {...}}
       - {at: 1m, device: ID, status: {online: false}}    # the last will (no ts)
+      - {at: 5m, device: ID, camera: camera_fault, fields: {...}}  # imagery's camera report
       - {at: 20m, advance: true}            # time passes with no message
       - {at: 6h, restart: true}             # a new processor from what SQL holds
       - {at: 21m, ack: door.forced, by: 李秀梅}          # or resolve: RULE, by, note

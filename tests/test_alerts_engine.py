@@ -181,7 +181,7 @@ def test_every_rule_of_product_md_exists_once() -> None:
             "door.forced", "door.tamper", "door.held_open", "door.brute_force",
             "light.failure", "light.circuit_down", "light.day_burning", "light.voltage",
             "water.no_use", "water.continuous_flow", "water.tamper",
-            "robot.scene", "robot.stuck", "robot.battery", "robot.coverage",
+            "robot.scene", "robot.stuck", "robot.battery", "robot.coverage", "robot.camera",
             "device.offline",
         ]
     )  # fmt: skip

@@ -35,11 +35,12 @@ from broker.address import BrokerAddress
 from gridwatch.clock import WallClock
 from gridwatch.settings import Settings
 from imagery.checkpoints import checkpoint_qr_text
+from imagery.events import camera_topic
 from imagery.files import ImageFiles, Variant, sha256_hex
 from imagery.main import MqttPublisher
 from imagery.models import RobotCamera, Snapshot, SnapshotRejection
 from imagery.pipeline import Limits
-from imagery.service import ImageryConfig, ImageryService, Unavailable, camera_topic
+from imagery.service import ImageryConfig, ImageryService, Unavailable
 from imagery.store import alerts_for_snapshot, file_sha256, find_snapshot, snapshots_for_alert
 from imagery.synthetic import synthetic_snapshot
 from ingest.directory import StaticDevices

@@ -1,4 +1,4 @@
-"""The patrol robot's alert rules (PRODUCT.md): scene, stuck, battery, coverage."""
+"""The patrol robot's alert rules (PRODUCT.md): scene, stuck, battery, coverage, camera."""
 
 from __future__ import annotations
 
@@ -298,4 +298,68 @@ class Coverage(Rule[CoverageParams, CoverageState]):
         return f"{self.action_zh}漏巡：{missing}" if missing else self.action_zh
 
 
-RULES = (Scene(), Stuck(), Battery(), Coverage())
+class CameraParams(Params, frozen=True):
+    """How urgent a blind robot is: it sees no smoke or fire while its camera fails."""
+
+    severity: Severity = Severity.MAJOR
+
+
+class CameraState(msgspec.Struct, frozen=True):
+    """Whether the camera fault is raised."""
+
+    active: bool = False
+
+
+FLAGS_ZH = {"dark": "画面过暗", "blurred": "画面模糊", "obstructed": "镜头遮挡"}
+
+
+class Camera(Rule[CameraParams, CameraState]):
+    """Bad frames in a row (dark, blurred, obstructed), as the imagery service reports them.
+
+    The imagery service publishes ``camera_fault`` when a robot's run of bad
+    frames reaches the community's ``camera_fault_after`` and ``camera_ok`` at
+    its next good frame (``imagery.events``); the engine hands them over as
+    events of the robot, at the time of the frame.
+    """
+
+    id = "robot.camera"
+    kinds = ROBOT
+    channels = frozenset({Channel.EVENT})
+    events = frozenset({"camera_fault", "camera_ok"})
+    title_zh = "巡逻车摄像头故障"
+    action_zh = (
+        "请检查巡逻车摄像头：清除遮挡镜头的异物并清洁镜头，检查对焦和补光灯；仍不正常请报修。"
+    )
+    params_type = CameraParams
+    state_type = CameraState
+
+    def observe(self, ctx: Ctx[CameraParams, CameraState], obs: Observation) -> None:
+        """Raise on a fault, clear on the first good frame after it."""
+        fault = obs.event == "camera_fault"
+        if fault == ctx.state.active:
+            return
+        if fault:
+            facts = {
+                "bad_frames": int(obs.values["bad_frames"]),
+                "flags": _split(obs.values["flags"]),
+                "snapshot_ids": _split(obs.values["snapshot_ids"]),
+            }
+            since = int(obs.values["since_ms"])
+            ctx.raise_alert(ctx.params.severity, since_ms=min(since, obs.ts), facts=facts)
+        else:
+            ctx.clear()
+        ctx.state = CameraState(fault)
+
+    def title(self, facts: Mapping[str, Any]) -> str:
+        """巡逻车摄像头故障（镜头遮挡，连续3张）."""
+        what = "、".join(FLAGS_ZH.get(str(f), str(f)) for f in facts.get("flags", []))
+        frames = f"连续{facts.get('bad_frames', '?')}张"
+        return f"{self.title_zh}（{what}，{frames}）" if what else f"{self.title_zh}（{frames}）"
+
+
+def _split(joined: object) -> list[str]:
+    """A comma-joined field value (ids, flags) as a list."""
+    return [part for part in str(joined).split(",") if part]
+
+
+RULES = (Scene(), Stuck(), Battery(), Coverage(), Camera())

@@ -394,6 +394,13 @@ class CaseRunner:
     def _message(self, spec: Mapping[str, Any], ts: int) -> tuple[str, bytes, int]:
         device = spec["device"]
         community, kind = self._devices[device]
+        if "camera" in spec:  # the imagery service's report on a robot's camera
+            report = {
+                **{"event": spec["camera"], "ts": ts, "community": community, "kind": kind},
+                **{"device_id": device, "since_ms": ts, "bad_frames": 0, "snapshot_ids": []},
+                **spec.get("fields", {}),
+            }
+            return f"sc/{community}/imagery", json.dumps(report).encode(), ts
         if "status" in spec:
             payload = dict(spec["status"])
             if payload.get("online", True):
