@@ -26,6 +26,7 @@ from api.routes import (
     live,
     login,
     metrics,
+    snapshots,
     state,
     telemetry,
     units,
@@ -61,6 +62,7 @@ TAGS = [
     {"name": "devices", "description": "registered devices and their latest state"},
     {"name": "telemetry", "description": "history from InfluxDB, aggregated"},
     {"name": "alerts", "description": "list, read, acknowledge, comment, resolve"},
+    {"name": "snapshots", "description": "patrol robots' snapshots: privacy version, thumbnail"},
     {"name": "commands", "description": "commands to devices and their audit trail"},
     {"name": "live", "description": "Server-Sent Events for control-room screens"},
 ]
@@ -115,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         units,
         households,
         commands,
+        snapshots,
         live,
     )
     for module in modules:

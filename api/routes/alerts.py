@@ -32,6 +32,7 @@ from api.deps import (
     StateDep,
     community_filter,
 )
+from api.routes.snapshots import SnapshotPublic, linked_snapshots
 from api.state import AppState
 from devices.contract import EPOCH_MS_MAX
 from registry.models import Grid
@@ -133,11 +134,12 @@ class NotificationPublic(BaseModel):
 
 
 class AlertDetail(AlertPublic):
-    """An alert with its history, comments and notifications."""
+    """An alert with its history, comments, notifications and the snapshots behind it."""
 
     transitions: list[TransitionPublic]
     comments: list[CommentPublic]
     notifications: list[NotificationPublic]
+    snapshots: list[SnapshotPublic]
 
 
 class NoteBody(BaseModel):
@@ -315,6 +317,7 @@ def read_alert(alert_id: RowId, principal: CurrentUser, session: SessionDep) -> 
         ],
         comments=[CommentPublic(at_ms=c.at_ms, by=c.by, text=c.text) for c in alert.comments],
         notifications=[_notification(n, steps, principal) for n in notifications],
+        snapshots=linked_snapshots(session, principal, alert),
     )
 
 
