@@ -44,6 +44,11 @@ def alert_link(base_url: str, alert_id: int) -> str:
     return f"{base_url.rstrip('/')}/alerts/{alert_id}"
 
 
+def snapshot_link(base_url: str, snapshot_pk: int) -> str:
+    """Where a person sees the frame behind the alert, faces and people blurred (the API)."""
+    return f"{base_url.rstrip('/')}/api/v1/snapshots/{snapshot_pk}/privacy.jpg"
+
+
 def _heading(alert: Alert, step: AlertTransition) -> str:
     severity = SEVERITY_ZH.get(alert.severity, alert.severity)
     if step.transition == OPENED:
@@ -78,8 +83,12 @@ def render(
     tz: ZoneInfo,
     base_url: str,
     told: Sequence[str] = (),
+    snapshot: str | None = None,
 ) -> dict[str, Any]:
-    """The content of every notification of one transition (``told``: who got it before)."""
+    """The content of every notification of one transition.
+
+    ``told``: who got it before; ``snapshot``: the link to the frame behind it.
+    """
     heading = _heading(alert, step)
     label, status = _status_line(alert, step, tz)
     link = alert_link(base_url, alert.id)
@@ -90,6 +99,8 @@ def render(
         lines.append(f"**已通知**：{'、'.join(told)}")
     if step.note:
         lines.append(f"**说明**：{step.note}")
+    if snapshot:
+        lines.append(f"[查看现场抓拍（已打码）]({snapshot})")
     lines.append(f"[查看告警 #{alert.id}]({link})")
     markdown = "\n\n".join(lines)
     if len(markdown.encode()) > MAX_MARKDOWN_BYTES:
@@ -100,12 +111,14 @@ def render(
     return {
         "title": heading,
         "markdown": markdown,
-        "text": f"{text}详情：{link}",
-        "event": event(alert, step, link),
+        "text": f"{text}详情：{link}" + (f" 抓拍：{snapshot}" if snapshot else ""),
+        "event": event(alert, step, link, snapshot),
     }
 
 
-def event(alert: Alert, step: AlertTransition, link: str) -> dict[str, Any]:
+def event(
+    alert: Alert, step: AlertTransition, link: str, snapshot: str | None = None
+) -> dict[str, Any]:
     """The transition as structured data (webhook body, MQTT payload)."""
     return {
         "alert_id": alert.id,
@@ -127,5 +140,6 @@ def event(alert: Alert, step: AlertTransition, link: str) -> dict[str, Any]:
         "since_ms": alert.since_ms,
         "opened_ms": alert.opened_ms,
         "link": link,
+        "snapshot_link": snapshot,
         "facts": alert.facts,
     }

@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from alerts.engine import StateRow
-from alerts.messages import render
+from alerts.messages import render, snapshot_link
 from alerts.models import (
     ACKNOWLEDGED,
     ESCALATED,
@@ -43,6 +43,7 @@ from alerts.models import (
 from alerts.routing import MQTT, Recipient, Router
 from alerts.rule import Finding, Rule, grouped
 from gridwatch.clock import Clock
+from imagery.store import named_snapshot
 
 DEFAULT_ESCALATE_AFTER_MS = 15 * 60_000
 ESCALATING = ("critical", "major")
@@ -310,12 +311,14 @@ class AlertStore:
         session.add(step)
         book = self._router.book(session, alert.community_id)
         told = [] if transition != ESCALATED else self._told(session, alert.id)
+        frame = named_snapshot(session, alert)
         content = render(
             alert,
             step,
             tz=book.tz,
             base_url=self._base_url,
             told=list(dict.fromkeys(r.name for r in told)),
+            snapshot=None if frame is None else snapshot_link(self._base_url, frame.id),
         )
         # A member of a group (a lamp under its circuit) tells people nothing new, but
         # whoever heard of it before the group formed hears that it is over.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -16,10 +17,9 @@ from sqlalchemy.orm import Session
 
 from alerts.models import Alert
 from alerts.site import DAY_MS, distance_m
-from devices.contract import DeviceRecord
+from devices.contract import SNAPSHOT_ID_RE, DeviceRecord
 from devices.patrol_robot.rules import SceneParams
 from devices.patrol_robot.schema import Detection
-from imagery.checkpoints import CheckpointCode
 from imagery.files import Variant
 from imagery.models import (
     EVIDENCE_PENDING,
@@ -28,7 +28,10 @@ from imagery.models import (
     Snapshot,
     SnapshotRejection,
 )
-from imagery.pipeline import Processed
+
+if TYPE_CHECKING:  # not at run time: the alerts service imports this module, and needs no OpenCV
+    from imagery.checkpoints import CheckpointCode
+    from imagery.pipeline import Processed
 
 SCENE_RULE = "robot.scene"
 SCENE_RADIUS_M = SceneParams().radius_m
@@ -67,17 +70,19 @@ class CameraChange:
 # --- writing ----------------------------------------------------------------------------
 
 
-def snapshot_row(session: Session, device: DeviceRecord, snapshot_id: str, at_ms: int) -> Snapshot:
+def snapshot_row(
+    session: Session, community: str, device_id: str, snapshot_id: str, at_ms: int
+) -> Snapshot:
     """The row of this robot's snapshot, created if it is the first we hear of it."""
     query = select(Snapshot).where(
-        Snapshot.device_id == device.device_id, Snapshot.snapshot_id == snapshot_id
+        Snapshot.device_id == device_id, Snapshot.snapshot_id == snapshot_id
     )
     row = session.scalar(query)
     if row is not None:
         return row
     row = Snapshot(
-        community_id=device.community,
-        device_id=device.device_id,
+        community_id=community,
+        device_id=device_id,
         snapshot_id=snapshot_id,
         at_ms=at_ms,
         qr_codes=[],
@@ -85,7 +90,7 @@ def snapshot_row(session: Session, device: DeviceRecord, snapshot_id: str, at_ms
     try:
         with session.begin_nested():
             session.add(row)
-    except IntegrityError:  # another replica created it meanwhile (shared subscription)
+    except IntegrityError:  # created meanwhile by another replica, or by the alerts service
         existing = session.scalar(query)
         if existing is None:
             raise
@@ -95,7 +100,9 @@ def snapshot_row(session: Session, device: DeviceRecord, snapshot_id: str, at_ms
 
 def record_detection(session: Session, device: DeviceRecord, detection: Detection) -> Snapshot:
     """Note the detection behind a snapshot: its time, place, scene and confidence."""
-    row = snapshot_row(session, device, detection.snapshot_id or "", detection.ts)
+    row = snapshot_row(
+        session, device.community, device.device_id, detection.snapshot_id or "", detection.ts
+    )
     row.detection_ts = detection.ts
     row.at_ms = detection.ts
     row.scene = detection.scene
@@ -120,7 +127,7 @@ def record_image(
     Files are replaced only when a robot sends different bytes under a
     snapshot id it used before; a redelivery stores the same hashes.
     """
-    row = snapshot_row(session, device, snapshot_id, received_ms)
+    row = snapshot_row(session, device.community, device.device_id, snapshot_id, received_ms)
     replaced = [
         (variant, old)
         for variant, old, new in (
@@ -330,6 +337,22 @@ def links(alert: Alert, row: Snapshot) -> bool:
     if alert.lat is None or alert.lon is None or row.lat is None or row.lon is None:
         return False
     return distance_m(alert.lat, alert.lon, row.lat, row.lon) <= SCENE_RADIUS_M
+
+
+def named_snapshot(session: Session, alert: Alert) -> Snapshot | None:
+    """The frame an alert's facts name (the last of a list), for its notifications' link.
+
+    The detection's frame of a scene, the last bad frame of a camera fault. The
+    row is created if neither the detection nor the image has reached the
+    imagery service yet, so that the link has its id whichever service is first.
+    """
+    facts = alert.facts or {}
+    named = [facts.get("snapshot_id"), *(facts.get("snapshot_ids") or ())]
+    # A detection's id may be one no snapshot topic can carry (the contract's ids differ).
+    ids = [i for i in named if isinstance(i, str) and SNAPSHOT_ID_RE.fullmatch(i)]
+    if not ids or not alert.device_id:
+        return None
+    return snapshot_row(session, alert.community_id, alert.device_id, ids[-1], alert.since_ms)
 
 
 def alerts_for_snapshot(session: Session, row: Snapshot) -> list[Alert]:
