@@ -944,21 +944,140 @@ _ComposeOverrideLoader.add_constructor("!reset", _construct_tagged)
 _ComposeOverrideLoader.add_constructor("!override", _construct_tagged)
 
 
-def test_readme_compose_snippets_name_real_services() -> None:
-    text = DEPLOY_README.read_text(encoding="utf-8")
-    snippets = re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
-    assert snippets, "deploy/README.md shows its override file"
+README = ROOT / "README.md"
+
+
+def compose_docs() -> dict[str, str]:
+    """The documentation of the compose deployment: deploy/README.md, and the README's
+    walkthrough and scale-out sections."""
+    readme = README.read_text(encoding="utf-8")
+    start = readme.index("## Deploying with docker compose")
+    end = readme.index("\n## ", readme.index("## Scaling out"))
+    return {
+        "deploy/README.md": DEPLOY_README.read_text(encoding="utf-8"),
+        "README.md": readme[start:end],
+    }
+
+
+def override_snippets(text: str) -> list[dict[str, Any]]:
+    """The compose files a document shows, parsed as compose would (its merge tags too)."""
+    return [
+        yaml.load(snippet, Loader=_ComposeOverrideLoader)  # noqa: S506 -- a SafeLoader
+        for snippet in re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
+    ]
+
+
+def extended(name: str, service: Mapping[str, Any]) -> dict[str, Any]:
+    """A snippet's service over the main file's service it overrides or extends."""
+    base = service.get("extends", {}).get("service", name)
+    merged = dict(services()[base])
+    merged["environment"] = environment(merged) | environment(service)
+    return merged | {k: v for k, v in service.items() if k not in ("environment", "extends")}
+
+
+def test_doc_compose_snippets_name_real_services_and_commands() -> None:
     names = set(services())
     fields = set(Settings.model_fields)
-    for snippet in snippets:
-        data = yaml.load(snippet, Loader=_ComposeOverrideLoader)  # noqa: S506 -- SafeLoader
-        for name, service in data.get("services", {}).items():
-            assert name in names, f"deploy/README.md: no service {name}"
-            for key in environment(service or {}):
-                if key.startswith("GW_"):
-                    assert key[3:].lower() in fields, key
-            for target in depends_on(service or {}):
-                assert target in names, f"deploy/README.md: {name} depends on {target}"
+    shown = 0
+    for doc, text in compose_docs().items():
+        for data in override_snippets(text):
+            shown += 1
+            for name, service in data.get("services", {}).items():
+                service = service or {}
+                extends = service.get("extends")
+                if extends:
+                    assert extends["file"] == COMPOSE_FILE.name, doc
+                assert (extends or {}).get("service", name) in names, f"{doc}: no service {name}"
+                for key in environment(service):
+                    if key.startswith("GW_"):
+                        assert key[3:].lower() in fields, key
+                for target in depends_on(service):
+                    assert target in names, f"{doc}: {name} depends on {target}"
+                if "command" in service:
+                    for argv in gridwatch_invocations(extended(name, service)):
+                        check_invocation(argv)
+    assert shown == 2, "the InfluxDB 2.x/3.x override and the scale-out override"
+
+
+def test_scale_out_override_gives_each_ingest_its_own_session_in_one_group() -> None:
+    [override] = override_snippets(compose_docs()["README.md"])
+    replicas = {"ingest": services()["ingest"]} | {
+        name: extended(name, service) for name, service in override["services"].items()
+    }
+    assert len(replicas) >= 2
+    for name, replica in replicas.items():
+        assert gridwatch_invocations(replica) == [["ingest"]], name
+        assert depends_on(replica) == depends_on(services()["ingest"]), name
+    envs = [environment(replica) for replica in replicas.values()]
+    assert len({env["GW_INGEST_CLIENT_ID"] for env in envs}) == len(envs), "one session each"
+    assert len({env["GW_INGEST_SHARE_GROUP"] for env in envs}) == 1, "one shared subscription"
+
+
+def docker_compose_commands(text: str) -> list[list[str]]:
+    """Every ``docker compose`` command a document shows, as argv after ``docker compose``."""
+    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL)
+    lines = [
+        line.strip()
+        for block in blocks
+        for line in block.replace("\\\n", " ").splitlines()
+        if line.strip().startswith("docker compose ")
+    ]
+    lines += re.findall(r"`(docker compose [^`]+)`", text)
+    return [shlex.split(line, comments=True)[2:] for line in lines]
+
+
+def check_compose_command(argv: list[str]) -> None:
+    """Fail unless ``docker compose *argv`` names real profiles, services, files and a
+    real gridwatch command."""
+    profiles = {p for s in services().values() for p in s.get("profiles", [])}
+    while argv[0].startswith("-"):
+        option, value, *argv = argv
+        assert option == "--profile" and value in profiles, f"{option} {value}"
+    command, *rest = argv
+    assert command in {"build", "up", "down", "ps", "logs", "run", "exec", "restart", "stop"}
+    mounts: dict[str, str] = {}
+    while rest and rest[0].startswith("-"):
+        option, *rest = rest
+        if option == "-v":
+            host, container, *_ = rest.pop(0).split(":")
+            path = ROOT / host.removeprefix("$PWD/")
+            assert path.is_file(), f"-v {host}: no such file in the repository"
+            mounts[container] = str(path)
+        elif option == "-e":
+            name = rest.pop(0).partition("=")[0]
+            assert name[3:].lower() in Settings.model_fields, name
+        elif option == "--scale":
+            assert rest.pop(0).partition("=")[0] in services(), "--scale names a service"
+    targets = rest[:1] if command in ("run", "exec") else rest
+    for name in targets:
+        assert name in services(), f"docker compose {command}: no service {name}"
+    if command == "run":
+        check_invocation([mounts.get(arg, arg) for arg in rest[1:]])
+
+
+def test_doc_docker_compose_commands_are_real() -> None:
+    for doc, text in compose_docs().items():
+        commands = docker_compose_commands(text)
+        assert commands, doc
+        for argv in commands:
+            try:
+                check_compose_command(argv)
+            except AssertionError as exc:
+                pytest.fail(f"{doc}: docker compose {shlex.join(argv)}: {exc}")
+
+
+def test_doc_variables_exist() -> None:
+    known = set(env_example()) | {f"GW_{field.upper()}" for field in Settings.model_fields}
+    known |= {key for s in services(raw_compose()).values() for key in environment(s)}
+    for doc, text in compose_docs().items():
+        for name in re.findall(r"`\$?([A-Z][A-Z0-9]*_[A-Z0-9_]+)`", text):
+            assert name in known, f"{doc}: `{name}` is no variable of .env, compose or gridwatch"
+
+
+def test_doc_secret_generation_fills_every_secret() -> None:
+    secrets_ = {name for name, value in env_example().items() if SECRET.search(name) and not value}
+    [loop] = re.findall(r"for v in (.*?); do", compose_docs()["README.md"], flags=re.DOTALL)
+    assert set(loop.replace("\\", " ").split()) == secrets_
 
 
 # --- the rehearsal --------------------------------------------------------------------
