@@ -960,9 +960,13 @@ def compose_docs() -> dict[str, str]:
 
 
 def override_snippets(text: str) -> list[dict[str, Any]]:
-    """The compose files a document shows, parsed as compose would (its merge tags too)."""
+    """The compose files a document shows, as compose sees them with :func:`operator_env`
+    (their merge tags too)."""
     return [
-        yaml.load(snippet, Loader=_ComposeOverrideLoader)  # noqa: S506 -- a SafeLoader
+        interpolated(
+            yaml.load(snippet, Loader=_ComposeOverrideLoader),  # noqa: S506 -- a SafeLoader
+            operator_env(),
+        )
         for snippet in re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
     ]
 
@@ -1011,6 +1015,27 @@ def test_scale_out_override_gives_each_ingest_its_own_session_in_one_group() -> 
     envs = [environment(replica) for replica in replicas.values()]
     assert len({env["GW_INGEST_CLIENT_ID"] for env in envs}) == len(envs), "one session each"
     assert len({env["GW_INGEST_SHARE_GROUP"] for env in envs}) == 1, "one shared subscription"
+
+
+def test_external_influxdb_override_leaves_nothing_on_the_bundled_one() -> None:
+    [override] = override_snippets(compose_docs()["deploy/README.md"])
+    changed = override["services"]
+    assert changed["influxdb"]["profiles"], "the bundled InfluxDB is never started"
+    for name, service in services().items():
+        if name == "influxdb":
+            continue
+        mine = changed.get(name) or {}
+        # The override replaces depends_on wholesale (!override, !reset).
+        deps = depends_on(mine) if "depends_on" in mine else depends_on(service)
+        assert "influxdb" not in deps, f"{name} would wait for the bundled InfluxDB"
+        env = environment(extended(name, mine))
+        for key in ("GW_INFLUX_URL", "GRIDWATCH_INFLUX_URL"):
+            if key in env and name != "simulate":  # simulate never reads InfluxDB
+                assert "//influxdb:" not in env[key], f"{name}: {key} still names the bundled one"
+    init = extended("init", changed["init"])
+    assert "--no-influx-database" in gridwatch_invocations(init)[0]
+    service_account = environment(services()["ingest"])["GW_INFLUX_USER"]
+    assert environment(init)["GW_INFLUX_USER"] == service_account, "no admin: no CREATE"
 
 
 def docker_compose_commands(text: str) -> list[list[str]]:
@@ -1315,6 +1340,20 @@ def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgre
     for name, value in env_file.items():
         if SECRET.search(name):
             assert value not in output, f"{name}'s value appears in a service's output"
+
+
+@pytest.mark.integration
+def test_init_applies_a_changed_retention_on_the_next_up(influxd: Influxd) -> None:
+    """deploy/README.md: change INFLUX_RETENTION in .env, `docker compose up -d`."""
+    with InfluxClient(influxd.url, f"retention_{uuid.uuid4().hex[:8]}") as client:
+        try:
+            client.ensure_database("400d")
+            client.ensure_database("200d")
+            [policies] = client.query(f"SHOW RETENTION POLICIES ON {quote_ident(client.database)}")
+        finally:
+            client.query(f"DROP DATABASE {quote_ident(client.database)}")
+    [default] = [row for row in policies.records() if row["default"]]
+    assert default["duration"] == "4800h0m0s"
 
 
 @pytest.mark.integration
