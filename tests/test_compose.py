@@ -40,6 +40,7 @@ from packaging.utils import canonicalize_name
 from sqlalchemy import make_url
 
 from gridwatch import cli
+from gridwatch.local import MAKE_RUN_SCENARIO
 from gridwatch.settings import Settings
 from influx.client import InfluxClient, InfluxRejected, quote_ident, quote_literal
 from stack.servers import Influxd, Mosquitto, Postgres, find_binary, free_port
@@ -340,15 +341,15 @@ def gridwatch_invocations(service: Mapping[str, Any]) -> list[list[str]]:
 
 
 def substituted(token: str) -> str:
-    """A shell word with its ``$(python -c '...')`` run, as the shell would."""
-    match = re.fullmatch(r"\$\(python -c '([^']*)'\)", token)
+    """A shell word with its leading ``$(python -c '...')`` run, as the shell would."""
+    match = re.fullmatch(r"\$\(python -c '([^']*)'\)([^$]*)", token)
     if match is None:
         assert "$(" not in token, f"a command substitution this test cannot run: {token}"
         return token
     done = subprocess.run(
         [sys.executable, "-c", match[1]], capture_output=True, text=True, check=True
     )
-    return done.stdout.strip()
+    return done.stdout.strip() + match[2]
 
 
 def python_snippets(script: str) -> list[str]:
@@ -661,7 +662,7 @@ def test_simulate_imports_the_shipped_demo_community_and_simulates_it() -> None:
     assert script.strip().splitlines()[-1].startswith("exec gridwatch simulate "), (
         "exec: so that SIGTERM reaches gridwatch, not the shell"
     )
-    (locate, wait) = python_snippets(script)
+    (locate, wait, scenario) = python_snippets(script)
     found = subprocess.run(
         [sys.executable, "-c", locate], capture_output=True, text=True, check=True
     )
@@ -675,7 +676,10 @@ def test_simulate_imports_the_shipped_demo_community_and_simulates_it() -> None:
     assert [argv[:2] for argv in invocations[:1]] == [["registry", "import"]]
     assert [argv[0] for argv in invocations] == ["registry", "simulate"]
     assert check_invocation(invocations[0])["file"] == demo_file
-    assert check_invocation(invocations[1])["community"] == [community]
+    simulation = check_invocation(invocations[1])
+    assert simulation["community"] == [community]
+    assert simulation["scenario"] == MAKE_RUN_SCENARIO, "make run's faults: alerts to see"
+    assert "SCENARIOS_DIR" in scenario
 
 
 def test_snapshots_are_written_by_imagery_and_read_only_to_the_api() -> None:
