@@ -13,6 +13,7 @@ influxdb image creates, and PostgreSQL. Only host names and ports are translated
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -706,16 +707,17 @@ def test_snapshots_are_written_by_imagery_and_read_only_to_the_api() -> None:
 
 def test_metrics_health_checks_read_the_port_their_service_serves() -> None:
     data = services()
-    for name, setting, gauge in (
-        ("ingest", "GW_INGEST_METRICS_PORT", "gridwatch_ingest_broker_up 1.0"),
-        ("imagery", "GW_IMAGERY_METRICS_PORT", "gridwatch_imagery_broker_up 1.0"),
-    ):
+    for name in ("ingest", "imagery"):
         env = environment(data[name])
+        [setting] = [key for key in env if re.fullmatch(r"GW_\w+_METRICS_PORT", key)]
+        assert setting == f"GW_{name.upper()}_METRICS_PORT", "the service's own endpoint"
         assert int(env[setting]) > 0, f"{name}: metrics on, for the health check"
-        field = setting[3:].lower().replace("_port", "_host")
-        assert Settings.model_fields[field].default == "127.0.0.1", "the check asks loopback"
+        host = Settings.model_fields[f"{name}_metrics_host"].default
+        assert host == "127.0.0.1", "the check asks the container's loopback"
         check = " ".join(healthcheck_argv(data[name]))
-        assert setting in check and gauge in check, name
+        assert "GW_\\w+_METRICS_PORT" in check and "_broker_up 1.0" in check, name
+        module = importlib.import_module(f"{name}.metrics")
+        assert f"gridwatch_{name}_broker_up" in Path(str(module.__file__)).read_text()
     alerts = " ".join(healthcheck_argv(data["alerts"]))
     assert "GW_MQTT_URL" in alerts and "/proc/net/tcp" in alerts
 
