@@ -31,6 +31,12 @@ from registry.db import make_engine, make_sessionmaker
 # deactivated user or a revoked key stops working within it (at once on this replica).
 PRINCIPAL_TTL_S = 10.0
 
+# An alert list page, or a device's latest state, is served again for this long:
+# screens poll the same ones, and each would otherwise cost a query (SQL or InfluxDB)
+# and its JSON. An alert event on the broker, or a change made through this API,
+# forgets the alert pages at once, a device status message the latest states.
+ANSWER_TTL_S = 1.0
+
 # Threads reading PostgreSQL for async routes at once: fewer than its connection
 # pool holds (5), so that no read waits for a connection, or opens one only to
 # close it again.
@@ -70,17 +76,31 @@ class TtlCache(Generic[V]):
             self._entries.clear()
 
 
+@dataclass(frozen=True)
+class Answers:
+    """Encoded answers of the routes screens poll, kept for ``ANSWER_TTL_S``."""
+
+    alert_pages: TtlCache[bytes]  # by the list's parameters (api/routes/alerts.py)
+    latest: TtlCache[bytes]  # by device id (api/routes/devices.py)
+
+    @classmethod
+    def make(cls) -> Answers:
+        """Empty caches."""
+        return cls(TtlCache(ANSWER_TTL_S, max_entries=1000), TtlCache(ANSWER_TTL_S))
+
+
 class BrokerLink:
     """A long-lived broker connection (clean session): commands out, live events in.
 
     Its state is the API's view of broker health.
     """
 
-    def __init__(self, address: BrokerAddress, on_message: LiveHub) -> None:
+    def __init__(self, address: BrokerAddress, on_message: LiveHub, answers: Answers) -> None:
         # An empty client id: paho makes a random one, so replicas never collide.
         self.client: mqtt.Client = make_client(address, "")
         self.connected = threading.Event()
         self._hub = on_message
+        self._answers = answers
         self.client.on_connect = self._connected
         self.client.on_disconnect = lambda *_: self.connected.clear()
         self.client.on_message = self._message
@@ -92,6 +112,10 @@ class BrokerLink:
         self.connected.set()
 
     def _message(self, _client: mqtt.Client, _data: object, message: mqtt.MQTTMessage) -> None:
+        if message.topic.endswith("/alerts"):
+            self._answers.alert_pages.clear()
+        elif not message.retain:
+            self._answers.latest.clear()
         self._hub.on_message(message.topic, bytes(message.payload), bool(message.retain))
 
     def close(self) -> None:
@@ -115,6 +139,7 @@ class AppState:
     # Registered devices by id, trusted as long as the grid maps (a miss is read from SQL).
     devices: TtlCache[DeviceRecord]
     grid_maps: GridMaps
+    answers: Answers
     sql_in_process: bool
     sql_readers: CapacityLimiter
     live: LiveHub
@@ -132,7 +157,8 @@ class AppState:
         grid_maps = GridMaps()
         live = LiveHub(sessions, grid_maps)
         address = BrokerAddress.from_url(settings.mqtt_url)
-        broker = BrokerLink(address, live)
+        answers = Answers.make()
+        broker = BrokerLink(address, live, answers)
         dispatcher = Dispatcher(
             database,
             clock,
@@ -159,6 +185,7 @@ class AppState:
             principals=TtlCache(PRINCIPAL_TTL_S),
             devices=TtlCache(GRID_MAP_TTL_S),
             grid_maps=grid_maps,
+            answers=answers,
             sql_in_process=engine.dialect.name == "sqlite",
             sql_readers=CapacityLimiter(SQL_READERS),
             live=live,

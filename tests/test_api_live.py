@@ -13,8 +13,10 @@ import httpx
 import paho.mqtt.client as mqtt
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
 
+from api import state as api_state
 from api.app import create_app
 from broker.address import BrokerAddress
 from gridwatch.clock import SimulatedClock, WallClock
@@ -24,7 +26,15 @@ from registry.records import load_communities, load_devices
 from simulators.engine import Simulation
 from simulators.fleet import Fleet
 from stack.servers import Influxd, Mosquitto, free_port
-from tests.test_api import DOOR_G1, DOOR_G2, Api, demo_registry, make_settings, open_api
+from tests.test_api import (
+    DOOR_G1,
+    DOOR_G2,
+    Api,
+    add_alert,
+    demo_registry,
+    make_settings,
+    open_api,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -180,3 +190,35 @@ def test_the_live_stream_carries_only_a_grid_workers_alerts_and_devices(
         ),
         ("alert", {"alert_id": 2, "transition": "opened", "community": "zjxc", "grid": "第一网格"}),
     ]
+
+
+def test_alert_lists_are_cached_until_an_alert_changes(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    influxd: Influxd,
+    influx_db: InfluxClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A minute instead of a second: only the alert event can make the list fresh in time.
+    monkeypatch.setattr(api_state, "ANSWER_TTL_S", 60.0)
+    sql_url = demo_registry(tmp_path)
+    settings = make_settings(mosquitto, influxd, influx_db, sql_url, api_client_id="api-pages")
+    with TestClient(create_app(settings)) as client:
+        api = open_api(client, sql_url, influx_db)
+
+        def listed() -> list[tuple[int, str]]:
+            items = api.get("operator", "/api/v1/alerts").json()["items"]
+            return [(item["id"], item["status"]) for item in items]
+
+        assert listed() == []
+        new = add_alert(sql_url, "第一网格", DOOR_G1)
+        assert listed() == []  # the page served a moment ago
+        event = {"alert_id": new, "transition": "opened", "community": "zjxc", "grid": "第一网格"}
+        deadline = time.monotonic() + 10
+        while listed() == [] and time.monotonic() < deadline:
+            _publish(mosquitto, [("sc/zjxc/alerts", event)])  # again: the API may not listen yet
+            time.sleep(0.2)
+        assert listed() == [(new, "open")]
+        # A change made through the API shows at once.
+        assert api.post("worker", f"/api/v1/alerts/{new}/acknowledge", json={}).status_code == 200
+        assert listed() == [(new, "acknowledged")]

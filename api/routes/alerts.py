@@ -278,6 +278,12 @@ async def list_alerts(
                 raise HTTPException(422, f"unknown {name} {unknown}: one of {allowed}")
             values[name] = chosen
     params = {name: value for name, value in values.items() if value is not None}
+    # The parameters hold the principal's whole scope (community, grids), so principals
+    # of the same scope share pages.
+    key = repr((sorted(params.items()), grid, paging.offset, paging.limit))
+    cached = state.answers.alert_pages.get(key)
+    if cached is not None:
+        return Response(cached, media_type="application/json")
 
     def page(session: Session) -> bytes:
         if grid is not None:
@@ -296,7 +302,9 @@ async def list_alerts(
             {"items": items, "total": total or 0, "offset": paging.offset, "limit": paging.limit}
         )
 
-    return Response(await state.read(page), media_type="application/json")
+    body = await state.read(page)
+    state.answers.alert_pages.put(key, body)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/{alert_id}", response_model=AlertDetail, responses={404: {}})
@@ -360,6 +368,8 @@ def _act(
                 store.comment(session, alert_id, principal.username, text or "", now)
     except AlertError as exc:
         raise HTTPException(409, str(exc)) from None
+    finally:
+        state.answers.alert_pages.clear()
     with state.sessions() as session:
         return _visible(session, principal, alert_id)
 

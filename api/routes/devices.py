@@ -24,9 +24,11 @@ from api.deps import (
 )
 from api.influxql import by_device, latest_statements
 from api.state import AppState
+from broker.credentials import UnknownAccount, issue, revoke
 from devices import KINDS
 from devices.contract import DeviceRecord
 from devices.points import STATUS_MEASUREMENT
+from gridwatch.security import apply_accounts
 from influx.client import InfluxError
 from registry.document import DeviceSpec, Latitude, Longitude
 from registry.importer import PLACEMENT_TAGS
@@ -84,10 +86,9 @@ class DeviceCredentials(BaseModel):
 class DeviceCreated(DevicePublic):
     """A device just registered, with the credentials issued for it."""
 
-    credentials: DeviceCredentials | None = Field(
-        None,
-        description="the device's broker credentials, shown this once; null until broker "
-        "security issues per-device credentials (devices then connect as before)",
+    credentials: DeviceCredentials = Field(
+        description="the device's broker login (username: its id), shown this once: only a "
+        "hash is kept; POST /devices/{id}/credentials issues a new password"
     )
 
 
@@ -260,7 +261,15 @@ def create_device(body: DeviceCreate, _: AdminUser, state: StateDep) -> DeviceCr
         session.add(row)
         session.flush()
         session.refresh(row)
-        return DeviceCreated(**device_public(row).model_dump(), credentials=None)
+        credentials = _issue(session, state, row.device_id)
+        created = DeviceCreated(**device_public(row).model_dump(), credentials=credentials)
+    apply_accounts(state.settings)
+    return created
+
+
+def _issue(session: Session, state: AppState, device_id: str) -> DeviceCredentials:
+    issued = issue(session, device_id, state.clock.now_ms())
+    return DeviceCredentials(mqtt_username=issued.username, mqtt_password=issued.password)
 
 
 def _attributes(kind: str, raw: dict[str, Any]) -> dict[str, Any]:
@@ -331,14 +340,42 @@ def delete_device(device_id: DeviceId, _: AdminUser, state: StateDep) -> Respons
     """Remove a device from the registry (its data stays in InfluxDB; ingest then rejects it)."""
     with writing(state) as session:
         session.delete(get_or_404(session, Device, device_id, "device"))
+    apply_accounts(state.settings)  # its broker account goes with it
+    return Response(status_code=204)
+
+
+@router.post("/{device_id}/credentials", response_model=DeviceCredentials, responses={404: {}})
+def rotate_credentials(device_id: DeviceId, _: AdminUser, state: StateDep) -> DeviceCredentials:
+    """A new broker password for the device, shown this once; the old one stops working now."""
+    with writing(state) as session:
+        get_or_404(session, Device, device_id, "device")
+        credentials = _issue(session, state, device_id)
+    apply_accounts(state.settings)
+    return credentials
+
+
+@router.delete("/{device_id}/credentials", status_code=204, responses={404: {}})
+def revoke_credentials(device_id: DeviceId, _: AdminUser, state: StateDep) -> Response:
+    """Revoke the device's broker account: disconnected now, refused until issued again."""
+    with writing(state) as session:
+        try:
+            revoke(session, device_id, state.clock.now_ms())
+        except UnknownAccount as exc:
+            raise HTTPException(404, str(exc)) from None
+    apply_accounts(state.settings)
     return Response(status_code=204)
 
 
 @router.get("/{device_id}/latest", response_model=LatestState, responses={404: {}, 503: {}})
-async def latest_state(device_id: DeviceId, principal: CurrentUser, state: StateDep) -> LatestState:
+async def latest_state(device_id: DeviceId, principal: CurrentUser, state: StateDep) -> Response:
     """The device's latest telemetry (from InfluxDB) and whether it is online."""
     records = await visible_records(state, principal, [device_id])
-    return (await latest_states(state, records))[0]
+    body = state.answers.latest.get(device_id)
+    if body is None:
+        latest = (await latest_states(state, records))[0]
+        body = latest.__pydantic_serializer__.to_json(latest)
+        state.answers.latest.put(device_id, body)
+    return Response(body, media_type="application/json")
 
 
 async def latest_states(state: AppState, records: list[DeviceRecord]) -> list[LatestState]:
