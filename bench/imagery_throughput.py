@@ -134,8 +134,7 @@ def _child(frames: Path, scratch: Path, face_width: int) -> None:
     service = ImageryService(
         ImageryConfig(
             broker=BrokerAddress.from_url("mqtt://127.0.0.1:9"),
-            # As imagery/main.py derives them from GW_IMAGERY_FACE_WIDTH.
-            detectors=DetectorSettings(face_width=face_width, profile_width=face_width * 5 // 6),
+            detectors=DetectorSettings.widths(face_width),  # as imagery/main.py does
         ),
         make_sessionmaker(make_engine(url)),
         StaticDevices({ROBOT: robot}),

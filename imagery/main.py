@@ -59,11 +59,8 @@ def imagery_config(settings: Settings) -> ImageryConfig:
         limits=Limits(
             max_bytes=settings.max_snapshot_bytes, max_pixels=settings.imagery_max_pixels
         ),
-        detectors=DetectorSettings(
-            face_width=settings.imagery_face_width,
-            # Profiles keep the default proportion to frontal faces (see DetectorSettings).
-            profile_width=settings.imagery_face_width * 5 // 6,
-            person_width=settings.imagery_person_width,
+        detectors=DetectorSettings.widths(
+            settings.imagery_face_width, settings.imagery_person_width
         ),
     )
 
