@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel
@@ -33,14 +34,24 @@ class Health(BaseModel):
 async def health(state: StateDep, response: Response) -> Health:
     """Report broker, InfluxDB and SQL reachability; 503 if any is down."""
     checks = {
-        "broker": Check(ok=state.broker.connected.is_set(), detail=state.settings.mqtt_url),
-        "influxdb": Check(ok=await state.influx.ping(), detail=state.settings.influx_url),
+        "broker": Check(
+            ok=state.broker.connected.is_set(), detail=public_url(state.settings.mqtt_url)
+        ),
+        "influxdb": Check(
+            ok=await state.influx.ping(), detail=public_url(state.settings.influx_url)
+        ),
         "database": await state.read(_sql_check),
     }
     ok = all(c.ok for c in checks.values())
     if not ok:
         response.status_code = 503
     return Health(status="ok" if ok else "degraded", checks=checks)
+
+
+def public_url(url: str) -> str:
+    """``url`` without its ``user:password@``: /health answers anyone."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _sql_check(session: Session) -> Check:
