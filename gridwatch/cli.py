@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -21,8 +22,15 @@ app.add_typer(dashboards_app, name="dashboards")
 users_app = typer.Typer(help="The API's users and API keys.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(alerts_app, name="alerts")
+broker_app = typer.Typer(help="Broker security: MQTT accounts, ACLs, TLS.", no_args_is_help=True)
+app.add_typer(broker_app, name="broker")
+credentials_app = typer.Typer(
+    help="MQTT accounts of devices and services (passwords shown once).", no_args_is_help=True
+)
+broker_app.add_typer(credentials_app, name="credentials")
 
 log = logging.getLogger("gridwatch")
+T = TypeVar("T")
 
 
 def _logging(verbose: bool) -> None:
@@ -119,6 +127,122 @@ def users_add(
         typer.echo(line)
 
 
+@credentials_app.command("issue")
+def credentials_issue(
+    usernames: Annotated[
+        list[str] | None, typer.Argument(help="device ids or service names (gridwatch.ingest…)")
+    ] = None,
+    community: Annotated[
+        list[str] | None, typer.Option(help="also every device of this community (repeatable)")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(dir_okay=False, help="write {username: password} here (mode 0600), not out"),
+    ] = None,
+) -> None:
+    """Issue (or rotate) MQTT accounts; the broker applies them at once. Passwords shown once."""
+    from gridwatch.security import community_devices, issue_and_sync, save_secrets
+
+    _logging(False)
+    settings = get_settings()
+    names = [
+        *(usernames or ()),
+        *(d for c in community or () for d in community_devices(settings, c)),
+    ]
+    if not names:
+        raise typer.BadParameter("name the accounts, or --community")
+    issued = _checked(lambda: issue_and_sync(settings, names))
+    if out is not None:
+        save_secrets(out, issued)
+        typer.echo(f"{len(issued)} passwords written to {out}")
+    for account in issued if out is None else ():
+        typer.echo(f"{account.username} {account.password}")
+
+
+@credentials_app.command("rotate")
+def credentials_rotate(
+    username: Annotated[str, typer.Argument(help="a device id or service name")],
+) -> None:
+    """A new password for an account (the old one stops working at once); shown once."""
+    from gridwatch.security import issue_and_sync, listed
+
+    _logging(False)
+    settings = get_settings()
+    if username not in {row.username for row in listed(settings)}:
+        raise typer.BadParameter(f"{username!r} has no MQTT account to rotate: issue one")
+    (account,) = issue_and_sync(settings, [username])
+    typer.echo(f"{account.username} {account.password}")
+
+
+@credentials_app.command("revoke")
+def credentials_revoke(
+    username: Annotated[str, typer.Argument(help="a device id or service name")],
+) -> None:
+    """Revoke an account: the broker disconnects it and refuses it from now on."""
+    from gridwatch.security import revoke_and_sync
+
+    _logging(False)
+    synced = _checked(lambda: revoke_and_sync(get_settings(), username))
+    typer.echo(f"revoked {username}{'' if synced.reloaded else ' (no running broker reloaded)'}")
+
+
+@credentials_app.command("list")
+def credentials_list() -> None:
+    """Every MQTT account: kind, issued, rotated, revoked (never a password)."""
+    from gridwatch.security import listed
+
+    for row in listed(get_settings()):
+        times = (_iso(row.issued_ms), _iso(row.rotated_ms), _iso(row.revoked_ms))
+        typer.echo(f"{row.username:<40} {row.kind:<8} " + " ".join(f"{t:<20}" for t in times))
+
+
+@broker_app.command("sync")
+def broker_sync() -> None:
+    """Write the broker's password and ACL files from the registry and reload the broker."""
+    from gridwatch.security import sync_broker
+
+    _logging(False)
+    synced = sync_broker(get_settings())
+    typer.echo(
+        f"{synced.accounts} accounts, {synced.services} services; reloaded: {synced.reloaded}"
+    )
+
+
+@broker_app.command("dev-ca")
+def broker_dev_ca(
+    directory: Annotated[Path, typer.Argument(file_okay=False, help="where the files go")],
+    host: Annotated[
+        list[str] | None,
+        typer.Option(help="a name or IP clients connect to (repeatable; default localhost)"),
+    ] = None,
+) -> None:
+    """Development only: a CA and a broker certificate for the TLS listener (openssl)."""
+    from broker.tls import make_dev_ca
+
+    certs = make_dev_ca(directory, host or ["localhost", "127.0.0.1"])
+    typer.echo(f"CA (clients: ?cafile=) {certs.ca_cert}")
+    typer.echo(f"broker certfile {certs.server_cert}, keyfile {certs.server_key}")
+
+
+def _iso(ms: int | None) -> str:
+    from datetime import UTC, datetime
+
+    return (
+        "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+
+
+def _checked(action: Callable[[], T]) -> T:
+    """Run ``action``; an unknown account or bad name is a clear error, not a traceback."""
+    from broker.accounts import BadUsername
+    from broker.credentials import UnknownAccount
+
+    try:
+        return action()
+    except (UnknownAccount, BadUsername) as exc:
+        raise typer.BadParameter(str(exc.args[0])) from None
+
+
 @app.command()
 def ingest(verbose: Verbose = False) -> None:
     """Consume device messages from MQTT and store them in InfluxDB (runs until Ctrl-C)."""
@@ -202,6 +326,14 @@ def simulate(
         int | None,
         typer.Option(min=1, help="default: 1, more when the devices exceed 18,000 connections"),
     ] = None,
+    credentials: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="JSON {device id: password}: each device logs in as itself (make run saves one)",
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Run every device of the communities from the registry, publishing over MQTT."""
@@ -220,6 +352,7 @@ def simulate(
         scenario=scenario,
         processes=processes,
         devices_per_connection=devices_per_connection,
+        credentials=credentials,
     )
     report = run_simulation(get_settings(), request, _stop_on_signals())
     typer.echo(summary(report))

@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     imagery_metrics_host: str = Field("127.0.0.1", description="where imagery's /metrics listens")
     imagery_metrics_port: int = Field(18002, ge=0, le=65535, description="Prometheus; 0 = off")
 
+    broker_security: bool = Field(
+        True, description="make run: passwords and ACLs; false: anonymous"
+    )
+    broker_auth_dir: str = Field("", description="password/ACL files; default: state_dir/mosquitto")
+    broker_pid_file: str = Field("", description="SIGHUP this broker after writing the files")
+    broker_tls_port: int = Field(0, ge=0, le=65535, description="make run: TLS listener; 0 = off")
+
     grafana_url: str = Field("", description="an existing Grafana, for `gridwatch dashboards push`")
     grafana_token: str = Field("", description="its service-account token (dashboards: write)")
 
@@ -122,6 +129,25 @@ class Settings(BaseSettings):
     def imagery_root(self) -> Path:
         """The directory imagery's files actually go to."""
         return Path(self.imagery_dir) if self.imagery_dir else self.state_dir / "imagery"
+
+    @property
+    def broker_auth_path(self) -> Path:
+        """The directory of the broker's password and ACL files."""
+        return Path(self.broker_auth_dir) if self.broker_auth_dir else self.broker_state / "auth"
+
+    @property
+    def broker_pid_path(self) -> Path:
+        """The pid file of the broker to reload (make run's broker writes it)."""
+        return (
+            Path(self.broker_pid_file)
+            if self.broker_pid_file
+            else self.broker_state / "mosquitto.pid"
+        )
+
+    @property
+    def broker_state(self) -> Path:
+        """make run's Mosquitto state directory."""
+        return self.state_dir.resolve() / "mosquitto"
 
     @property
     def sql_url(self) -> str:

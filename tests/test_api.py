@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import make_url, select
 
 from alerts.models import Alert
 from api.app import create_app
 from api.models import User
 from api.routes.alerts import AlertPublic
 from api.security import hash_password
+from broker.accounts import verify_password
 from devices.points import STATUS_MEASUREMENT
 from gridwatch.clock import WallClock
 from gridwatch.settings import MissingSecretError, Settings
@@ -61,7 +62,8 @@ class Api:
 def make_settings(
     mosquitto: Mosquitto, influxd: Influxd, influx_db: InfluxClient, sql_url: str, **kw: Any
 ) -> Settings:
-    """Settings for an API on the test servers."""
+    """Settings for an API on the test servers; its state (broker files) beside the registry."""
+    kw.setdefault("state_dir", Path(make_url(sql_url).database or ".").parent)
     return Settings(
         mqtt_url=mosquitto.url,
         influx_url=influxd.url,
@@ -160,6 +162,27 @@ def add_alert(sql_url: str, grid: str, device_id: str, rule: str = "door.forced"
 
 
 # --- operations and authentication ----------------------------------------------------
+
+
+def assert_broker_login(api: Api, credentials: dict[str, str]) -> None:
+    """The device's login, once: its hash in the broker's password file, the password nowhere.
+
+    Rotation replaces the hash; revocation takes the device out of the file.
+    """
+    device, password = credentials["mqtt_username"], credentials["mqtt_password"]
+    passwords = Path(make_url(api.sql_url).database or ".").parent / "mosquitto/auth/passwords"
+    entries = dict(line.split(":", 1) for line in passwords.read_text().splitlines())
+    assert verify_password(password, entries[device])
+    admin = api.headers["admin"]
+    rotated = api.client.post(f"/api/v1/devices/{device}/credentials", headers=admin).json()
+    entries = dict(line.split(":", 1) for line in passwords.read_text().splitlines())
+    assert verify_password(rotated["mqtt_password"], entries[device])
+    assert not verify_password(password, entries[device])
+    url = f"/api/v1/devices/{device}/credentials"
+    assert api.client.delete(url, headers=admin).status_code == 204
+    assert device not in passwords.read_text()
+    assert api.client.delete(url, headers=admin).status_code == 404
+    assert api.client.post(url, headers=api.headers["operator"]).status_code == 403
 
 
 def test_health_reports_every_dependency(api: Api) -> None:
@@ -341,7 +364,7 @@ def test_registry_crud_round_trip(api: Api) -> None:
     )
     assert device.status_code == 201, device.text
     assert device.json()["place"] == "1号楼1单元101"
-    assert "credentials" in device.json() and device.json()["credentials"] is None
+    assert_broker_login(api, device.json()["credentials"])
     no_unit = {"community": "tst", "id": "tst-door-x", "kind": "door", "building": "1"}
     assert api.post("admin", "/api/v1/devices", json=no_unit).status_code == 422
     bad_attrs = {

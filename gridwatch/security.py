@@ -1,0 +1,97 @@
+"""Broker security wired to the settings: accounts in the registry, files for the broker.
+
+The CLI (``gridwatch broker``), the API (device creation) and ``make run`` call
+these: each changes accounts in SQL, then writes the broker's files and makes
+the broker reload them, so a change takes effect at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import msgspec
+
+from broker.acl import PRODUCTION_SERVICES, SIMULATOR
+from broker.credentials import Issued, accounts, devices_of, issue_many, revoke
+from broker.files import BrokerFiles, Synced, sync
+from broker.models import MqttAccount
+from gridwatch.clock import WallClock
+from gridwatch.settings import Settings
+from registry.db import make_engine, make_sessionmaker
+
+log = logging.getLogger("gridwatch.broker")
+# make run keeps the passwords its simulator and services log in with here (mode 0600).
+LOCAL_CREDENTIALS = "broker-credentials.json"
+
+
+def broker_files(settings: Settings) -> BrokerFiles:
+    """Where this installation's broker files are, and which broker to reload."""
+    return BrokerFiles(settings.broker_auth_path, settings.broker_pid_path)
+
+
+def sync_broker(settings: Settings) -> Synced:
+    """Write the broker's files from SQL and reload the broker."""
+    with make_sessionmaker(make_engine(settings.sql_url))() as session:
+        return sync(session, broker_files(settings))
+
+
+def issue_and_sync(settings: Settings, usernames: Iterable[str]) -> list[Issued]:
+    """Issue (or rotate) accounts, commit, then sync the broker."""
+    with make_sessionmaker(make_engine(settings.sql_url))() as session:
+        issued = issue_many(session, usernames, WallClock().now_ms())
+        session.commit()
+        sync(session, broker_files(settings))
+    return issued
+
+
+def revoke_and_sync(settings: Settings, username: str) -> Synced:
+    """Revoke an account, commit, then sync the broker (which disconnects it)."""
+    with make_sessionmaker(make_engine(settings.sql_url))() as session:
+        revoke(session, username, WallClock().now_ms())
+        session.commit()
+        return sync(session, broker_files(settings))
+
+
+def community_devices(settings: Settings, community: str) -> list[str]:
+    """The device ids of a community."""
+    with make_sessionmaker(make_engine(settings.sql_url))() as session:
+        return devices_of(session, community)
+
+
+def save_secrets(path: Path, issued: Iterable[Issued]) -> None:
+    """Write ``{username: password}`` to a new file only we can read (mode 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(msgspec.json.encode({i.username: i.password for i in issued}))
+
+
+def local_accounts(settings: Settings, communities: Iterable[str]) -> dict[str, str]:
+    """make run: fresh passwords for every service and device, saved for the local processes."""
+    devices = [d for c in communities for d in community_devices(settings, c)]
+    issued = issue_and_sync(settings, [*PRODUCTION_SERVICES, SIMULATOR, *devices])
+    save_secrets(settings.state_dir.resolve() / LOCAL_CREDENTIALS, issued)
+    return {i.username: i.password for i in issued}
+
+
+def listed(settings: Settings) -> list[MqttAccount]:
+    """Every account in the registry."""
+    with make_sessionmaker(make_engine(settings.sql_url))() as session:
+        return accounts(session)
+
+
+def apply_accounts(settings: Settings) -> bool:
+    """``sync_broker`` for a request that changed accounts: a failure is logged, not raised.
+
+    The change is committed either way; ``gridwatch broker sync`` applies it later.
+    """
+    try:
+        sync_broker(settings)
+    except OSError as exc:
+        log.error("broker files not written (%s): run `gridwatch broker sync`", exc)
+        return False
+    return True
