@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, HTTPException, Response
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
+from alerts.models import Alert
 from api.crud import Page, apply, get_or_404, in_community, paginate, writing
 from api.deps import (
     AdminUser,
@@ -72,6 +74,7 @@ def create_grid(body: GridCreate, _: AdminUser, state: StateDep) -> GridPublic:
     """Add a grid to a community."""
     with writing(state) as session:
         get_or_404(session, Community, body.community, "community")
+        _name_free(session, body.community, body.name)
         row = Grid(community_id=body.community, slug=body.slug, name=body.name)
         session.add(row)
         session.flush()
@@ -86,13 +89,30 @@ def read_grid(grid_id: RowId, principal: CurrentUser, session: SessionDep) -> Gr
     return grid_public(row)
 
 
-@router.patch("/{grid_id}", response_model=GridPublic, responses={404: {}})
+@router.patch("/{grid_id}", response_model=GridPublic, responses={404: {}, 409: {}})
 def update_grid(grid_id: RowId, body: GridUpdate, _: AdminUser, state: StateDep) -> GridPublic:
     """Rename a grid."""
     with writing(state) as session:
         row = get_or_404(session, Grid, grid_id, "grid")
+        if body.name is not None and body.name != row.name:
+            _name_free(session, row.community_id, body.name)
+            # The grid's alerts go with it: a grid worker sees alerts by their grid's name.
+            session.execute(
+                update(Alert)
+                .where(Alert.community_id == row.community_id, Alert.grid == row.name)
+                .values(grid=body.name)
+            )
         apply(row, body)
         return grid_public(row)
+
+
+def _name_free(session: Session, community: str, name: str) -> None:
+    # Alerts name the grid they were routed to (alerts.models.Alert.grid), and a grid
+    # worker sees the alerts naming one of their grids: two grids of a community with
+    # one name would show each one's alerts to the other's workers.
+    taken = session.scalar(select(Grid.id).where(Grid.community_id == community, Grid.name == name))
+    if taken is not None:
+        raise HTTPException(409, f"community {community} has a grid named {name} already")
 
 
 @router.delete("/{grid_id}", status_code=204, responses={404: {}, 409: {}})

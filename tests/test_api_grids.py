@@ -1,0 +1,60 @@
+"""Grids and the alerts that name them (``Alert.grid`` holds the grid's name, not its id)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from influx.client import InfluxClient
+from stack.servers import Influxd, Mosquitto
+from tests.test_api import DOOR_G1, Api, add_alert, demo_registry, make_settings, open_api
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def api(
+    tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, influx_db: InfluxClient
+) -> Iterator[Api]:
+    sql_url = demo_registry(tmp_path)
+    settings = make_settings(mosquitto, influxd, influx_db, sql_url, api_client_id="api-grids")
+    with TestClient(create_app(settings)) as client:
+        yield open_api(client, sql_url, influx_db)
+
+
+def alert_ids(api: Api, role: str, **params: int) -> list[int]:
+    """The ids of the alerts a role's list shows."""
+    response = api.get(role, "/api/v1/alerts", params=params)
+    assert response.status_code == 200, response.text
+    return [item["id"] for item in response.json()["items"]]
+
+
+def test_a_renamed_grid_keeps_its_alerts(api: Api) -> None:
+    g1 = api.grids["g1"]
+    alert = add_alert(api.sql_url, "第一网格", DOOR_G1)
+    renamed = api.client.patch(
+        f"/api/v1/grids/{g1}", json={"name": "东区网格"}, headers=api.headers["admin"]
+    )
+    assert renamed.status_code == 200 and renamed.json()["name"] == "东区网格"
+    assert api.get("admin", f"/api/v1/alerts/{alert}").json()["grid"] == "东区网格"
+    assert alert_ids(api, "operator", grid=g1) == [alert]
+    assert alert_ids(api, "worker") == [alert]  # the worker of g1
+    assert api.post("worker", f"/api/v1/alerts/{alert}/acknowledge", json={}).status_code == 200
+
+
+def test_two_grids_of_a_community_never_share_a_name(api: Api) -> None:
+    admin = api.headers["admin"]
+    taken = {"community": "zjxc", "slug": "g9", "name": "第二网格"}
+    assert api.client.post("/api/v1/grids", json=taken, headers=admin).status_code == 409
+    g1 = api.grids["g1"]
+    clash = api.client.patch(f"/api/v1/grids/{g1}", json={"name": "第二网格"}, headers=admin)
+    assert clash.status_code == 409
+    # g2's alert stays out of the g1 worker's sight.
+    theirs = add_alert(api.sql_url, "第二网格", "zjxc-door-b03-u2")
+    assert theirs not in alert_ids(api, "worker")
+    same = api.client.patch(f"/api/v1/grids/{g1}", json={"name": "第一网格"}, headers=admin)
+    assert same.status_code == 200
