@@ -68,7 +68,7 @@ def run_alerts(settings: Settings, stop: threading.Event) -> None:
         service = AlertService(alerts_config(settings), database(settings), influx)
         log.info(
             "alerts: %s -> %s (links %s)",
-            settings.mqtt_url,
+            settings.public_mqtt_url,
             settings.sql_url,
             settings.alerts_base_url,
         )

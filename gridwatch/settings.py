@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -129,6 +129,15 @@ class Settings(BaseSettings):
     def imagery_root(self) -> Path:
         """The directory imagery's files actually go to."""
         return Path(self.imagery_dir) if self.imagery_dir else self.state_dir / "imagery"
+
+    @property
+    def public_mqtt_url(self) -> str:
+        """GW_MQTT_URL without its password (it names the service's broker account): for logs."""
+        parts = urlsplit(self.mqtt_url)
+        if parts.password is None:
+            return self.mqtt_url
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
     @property
     def broker_auth_path(self) -> Path:

@@ -79,7 +79,7 @@ def run_imagery(settings: Settings, stop: threading.Event) -> None:
     )
     log.info(
         "imagery: %s -> %s (files in %s)",
-        settings.mqtt_url,
+        settings.public_mqtt_url,
         settings.sql_url.split("@")[-1],
         settings.imagery_root,
     )

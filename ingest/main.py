@@ -75,7 +75,9 @@ def run_ingest(settings: Settings, stop: threading.Event) -> None:
     """Run the ingestor until ``stop`` is set."""
     with influx_client(settings) as influx:
         ingestor = Ingestor(ingest_config(settings), influx, RegistryDevices(settings), WallClock())
-        log.info("ingest: %s -> %s/%s", settings.mqtt_url, settings.influx_url, settings.influx_db)
+        log.info(
+            "ingest: %s -> %s/%s", settings.public_mqtt_url, settings.influx_url, settings.influx_db
+        )
         if settings.ingest_metrics_port:
             start_http_server(
                 settings.ingest_metrics_port,
