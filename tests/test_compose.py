@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import sqlalchemy
 import typer.main
 import yaml
 from packaging.requirements import Requirement
@@ -1331,6 +1332,26 @@ def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgre
             with pytest.raises(InfluxRejected):
                 grafana.write(b"door,community=x,device_id=y seq=1i 1")
         assert metric(metrics_port, "gridwatch_ingest_rejected_total", reason="unknown_device") == 0
+
+        # alerts and imagery at work with their compose environment: the scenario's
+        # faults open alerts, the robot's night patrol sends snapshots.
+        engine = sqlalchemy.create_engine(sql)
+        stack.callback(engine.dispose)
+
+        def stored(table: str) -> bool:
+            query = sqlalchemy.text(f"SELECT count(*) FROM {table}")
+            with engine.connect() as connection:
+                return bool(connection.execute(query).scalar())
+
+        wait_for("an alert opened by the alerts service", lambda: stored("alerts"), 300, logs)
+        # A snapshot's row may come first, from the detection event: wait for its files.
+        files = server_dir / "imagery"
+        wait_for(
+            "a snapshot stored by imagery in GW_IMAGERY_DIR",
+            lambda: any(path.is_file() for path in files.rglob("*")),
+            300,
+            logs,
+        )
 
         # Producers first, as compose down would.
         for name in ("simulate", "api", "ingest", "imagery", "alerts"):
