@@ -480,3 +480,41 @@ def test_a_snapshot_that_cannot_be_written_is_held_not_dropped(
     with sessions() as session:
         assert find_snapshot(session, ROBOT, "s-held") is None
         assert session.scalar(select(func.count()).select_from(SnapshotRejection)) == 0
+
+
+def test_retention_is_30_days_by_default_and_runs_as_the_service_starts(
+    mosquitto: Mosquitto, sessions: sessionmaker[Session], sql_url: str, tmp_path: Path
+) -> None:
+    """A community without settings.imagery keeps 30 days; a service down for days catches up."""
+    root = tmp_path / "imagery"
+    earlier = offline_service(sessions, root)
+    now = WallClock().now_ms()
+    for snapshot_id, age_days in (("s-31d", 31), ("s-29d", 29)):
+        ts = now - age_days * 86_400_000
+        earlier.handle(EVENT_TOPIC, detection(snapshot_id, ts, *CP_02), ts)
+        earlier.handle(
+            SNAPSHOT_TOPIC.format(snapshot_id), synthetic_snapshot(age_days, "smoke_fire"), ts
+        )
+    broker = BrokerAddress.from_url(mosquitto.url)
+    publisher = MqttPublisher(broker, f"retention-{uuid.uuid4().hex[:8]}")
+    service = ImageryService(
+        ImageryConfig(broker=broker, client_id=f"retention-{uuid.uuid4().hex[:8]}"),
+        sessions,
+        RegistryDevices(Settings(database_url=sql_url)),
+        ImageFiles(root),
+        publisher,
+        WallClock(),
+    )
+    service.start()
+    try:
+
+        def kept() -> list[str] | None:
+            with sessions() as session:
+                ids = list(session.scalars(select(Snapshot.snapshot_id)))
+            return ids if ids == ["s-29d"] else None
+
+        wait_for(kept)
+        assert service.metrics.value("gridwatch_imagery_expired_total") == 1
+    finally:
+        service.stop()
+        publisher.close()
