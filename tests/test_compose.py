@@ -1107,9 +1107,12 @@ def test_doc_variables_exist() -> None:
 
 
 def test_doc_secret_generation_fills_every_secret() -> None:
-    secrets_ = {name for name, value in env_example().items() if SECRET.search(name) and not value}
-    [loop] = re.findall(r"for v in (.*?); do", compose_docs()["README.md"], flags=re.DOTALL)
-    assert set(loop.replace("\\", " ").split()) == secrets_
+    """The README's loop generates what .env.example leaves empty: exactly the secrets."""
+    [pattern] = re.findall(r"for v in \$\(grep -o '([^']*)' \.env", compose_docs()["README.md"])
+    lines = ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+    generated = {line.rstrip("=") for line in lines if re.fullmatch(pattern, line)}
+    assert generated == {name for name, value in env_example().items() if not value}
+    assert generated == {name for name in env_example() if SECRET.search(name)}
 
 
 # --- the rehearsal --------------------------------------------------------------------
