@@ -11,6 +11,7 @@ last bad frame's privacy image. Scene alerts link to their frame too.
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from imagery.models import RobotCamera, Snapshot
 from imagery.service import ImageryConfig, ImageryService
 from imagery.store import find_snapshot
 from imagery.synthetic import synthetic_snapshot
+from ingest.decode import Rejected
 from ingest.main import RegistryDevices
 from registry.records import load_communities, load_devices
 from simulators.engine import Simulation
@@ -206,3 +208,47 @@ def test_a_scene_alert_links_to_its_frame_whichever_service_comes_first(
         row = find_snapshot(session, ROBOT, "s-first")
         assert row is not None and row.id == reserved.id and row.has_image
         assert row.detection_ts == ts and row.scene == "loitering"
+
+
+def test_camera_reports_that_do_not_hold_are_rejected_and_raise_nothing(
+    sessions: sessionmaker[Session],
+) -> None:
+    processor = AlertProcessor(
+        Database(sessions), base_url=BASE_URL, wall=WallClock(), escalate_after_ms=900_000
+    )
+    ts = WallClock().now_ms() - 60_000
+    good = {
+        "event": "camera_fault",
+        "ts": ts,
+        "community": "zjxc",
+        "kind": "patrol_robot",
+        "device_id": ROBOT,
+        "since_ms": ts,
+        "bad_frames": 3,
+        "snapshot_ids": ["s-1", "s-2", "s-3"],
+        "flags": ["dark"],
+    }
+    hostile = [
+        ("sc/zjxc/imagery", b"\xff\xd8 not json"),
+        ("sc/zjxc/imagery", json.dumps({**good, "event": "camera_gone"}).encode()),
+        ("sc/zjxc/imagery", json.dumps({**good, "snapshot_ids": ["a/b"]}).encode()),
+        ("sc/zjxc/imagery", json.dumps({**good, "snapshot_ids": ["s"] * 17}).encode()),
+        ("sc/zjxc/imagery", json.dumps({**good, "device_id": "zjxc-robot-9"}).encode()),
+        ("sc/zjxc/imagery", json.dumps({**good, "device_id": "zjxc-door-b03-u2"}).encode()),
+        ("sc/other/imagery", json.dumps(good).encode()),
+    ]
+    outcomes = [processor.engine.handle(topic, payload, ts) for topic, payload in hostile]
+    assert [o.reason.value for o in outcomes if isinstance(o, Rejected)] == [
+        "schema",
+        "schema",
+        "schema",
+        "schema",
+        "unknown_device",
+        "device_mismatch",
+        "device_mismatch",
+    ]
+    assert processor.engine.outcomes["rejected"] == len(hostile)
+    processor.process([("sc/zjxc/imagery", json.dumps(good).encode(), ts)])
+    with sessions() as session:
+        alerts = session.scalars(select(Alert)).all()
+    assert [(a.rule, a.device_id) for a in alerts] == [("robot.camera", ROBOT)]
