@@ -36,7 +36,8 @@ from broker.address import BrokerAddress
 log = logging.getLogger("gridwatch.broker")
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
-SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 12, 13, 14
+SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK = 8, 9, 10, 11
+PINGREQ, PINGRESP, DISCONNECT = 12, 13, 14
 # CONNECT properties
 SESSION_EXPIRY, RECEIVE_MAXIMUM, MAXIMUM_PACKET_SIZE = 0x11, 0x21, 0x27
 READ_CHUNK = 1 << 18
@@ -134,6 +135,19 @@ def subscribe_packet(packet_id: int, topic_filter: str) -> bytes:
     options = 0x01 | (1 << 4)
     body = struct.pack("!H", packet_id) + b"\x00" + _utf8(topic_filter) + bytes([options])
     return _packet(SUBSCRIBE, 0x2, body)
+
+
+def unsubscribe_packet(packet_id: int, topic_filter: str) -> bytes:
+    """UNSUBSCRIBE from one topic filter (no properties)."""
+    body = struct.pack("!H", packet_id) + b"\x00" + _utf8(topic_filter)
+    return _packet(UNSUBSCRIBE, 0x2, body)
+
+
+def unshared(topic_filter: str) -> str | None:
+    """The plain filter behind ``$share/{group}/{filter}``; None for a plain filter."""
+    if not topic_filter.startswith("$share/"):
+        return None
+    return topic_filter.split("/", 2)[2]
 
 
 def puback_packets(packet_ids: Iterable[int]) -> bytes:
@@ -343,6 +357,12 @@ class Subscriber:
             if reason >= 0x80:
                 raise ConnectionRefused(reason)
             self.on_connected(session_present)
+            plain = unshared(self.topic_filter)
+            if session_present and plain is not None:
+                # A session that subscribed before it joined a share group keeps its
+                # plain subscription: every message would arrive twice, and the group
+                # would not split the load.
+                self._send(unsubscribe_packet(2, plain))
             self._send(subscribe_packet(1, self.topic_filter))
         elif kind == SUBACK:
             codes = body[3 + body[2] :] if len(body) > 2 else b""
@@ -352,5 +372,5 @@ class Subscriber:
         elif kind == DISCONNECT:
             reason = body[0] if body else 0
             raise ConnectionResetError(f"broker sent DISCONNECT, reason 0x{reason:02x}")
-        elif kind != PINGRESP:
+        elif kind not in (PINGRESP, UNSUBACK):
             log.debug("ignoring MQTT packet type %d", kind)

@@ -99,3 +99,35 @@ def test_acks_from_an_old_connection_are_never_sent_on_a_new_one(stack_root: Pat
         assert subscriber.subscribed.wait(15)
         assert not wait_for(3, 3), "an acknowledged message came back"
         subscriber.stop()
+
+
+@pytest.mark.integration
+def test_a_session_that_joins_a_share_group_drops_its_plain_subscription(
+    stack_root: Path,
+) -> None:
+    """An ingest replica moved into a share group must not get every message twice."""
+    received: list[Delivery] = []
+
+    def subscribe(topic_filter: str) -> Subscriber:
+        subscriber = Subscriber(
+            address, "sub-share", topic_filter, received.append, receive_maximum=10
+        )
+        subscriber.start()
+        assert subscriber.subscribed.wait(10)
+        return subscriber
+
+    with Mosquitto(stack_root / f"mosquitto-share-{uuid.uuid4().hex[:8]}") as broker:
+        address = BrokerAddress.from_url(broker.url)
+        subscribe("share-test/#").stop()
+        subscriber = subscribe("$share/ingest/share-test/#")
+        publisher = mqtt.Client(CallbackAPIVersion.VERSION2)
+        publisher.connect(address.host, address.port)
+        publisher.publish("share-test/a", b"1", qos=1)
+        publisher.loop(1)
+        publisher.disconnect()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+        subscriber.ack(received)
+        subscriber.stop()
+        assert [d.payload for d in received] == [b"1"]
