@@ -89,7 +89,12 @@ def test_acks_from_an_old_connection_are_never_sent_on_a_new_one(stack_root: Pat
         assert second.payload == first.payload and second.generation == first.generation + 1
         sent: list[bytes] = []
         send = subscriber._send
-        subscriber._send = lambda data, generation=None: (sent.append(data), send(data, generation))  # type: ignore[method-assign]
+
+        def recording_send(data: bytes, generation: int | None = None) -> None:
+            sent.append(data)
+            send(data, generation)
+
+        subscriber._send = recording_send  # type: ignore[method-assign]
         subscriber.ack([first])  # from the old connection: must be dropped
         assert sent == []
         subscriber.ack([second])
