@@ -44,10 +44,13 @@ def account_kind(session: Session, username: str) -> AccountKind:
     )
 
 
-def issue(session: Session, username: str, now_ms: int) -> Issued:
-    """A new password for a device or service account, rotating (and restoring) an existing one."""
+def issue(session: Session, username: str, now_ms: int, password: str | None = None) -> Issued:
+    """A new password for a device or service account, rotating (and restoring) an existing one.
+
+    ``password``: this one instead of a random one (a deployment's secret for a service).
+    """
     kind = account_kind(session, username)
-    password = new_password()
+    password = password or new_password()
     row = session.get(MqttAccount, username)
     if row is None:
         row = MqttAccount(username=username, kind=kind, issued_ms=now_ms)

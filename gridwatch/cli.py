@@ -65,16 +65,23 @@ def init(
         ),
     ] = True,
 ) -> None:
-    """Create the SQL schema (migrations) and the InfluxDB database and retention policy."""
+    """Create the SQL schema (migrations) and the InfluxDB database and retention policy.
+
+    With GW_BROKER_<SERVICE>_PASSWORD set (compose), also give those service accounts
+    their passwords and write the broker's files.
+    """
+    from gridwatch.security import set_service_passwords
     from gridwatch.services import init_storage
     from influx.client import InfluxError
 
     _logging(False)
+    settings = get_settings()
     try:
-        init_storage(get_settings(), create_influx_database=influx_database)
+        init_storage(settings, create_influx_database=influx_database)
     except InfluxError as exc:
         typer.echo(f"gridwatch init: InfluxDB: {exc}", err=True)
         raise typer.Exit(1) from exc
+    set_service_passwords(settings)
 
 
 @registry_app.command("import")
@@ -329,9 +336,9 @@ def simulate(
     credentials: Annotated[
         Path | None,
         typer.Option(
-            exists=True,
             dir_okay=False,
-            help="JSON {device id: password}: each device logs in as itself (make run saves one)",
+            help="JSON {device id: password}: each device logs in as itself (make run saves one; "
+            "`gridwatch broker credentials issue --out` writes one)",
         ),
     ] = None,
     verbose: Verbose = False,

@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 
 from broker.acl import PRODUCTION_SERVICES, SIMULATOR
-from broker.credentials import Issued, accounts, devices_of, issue_many, revoke
+from broker.credentials import Issued, accounts, devices_of, issue, issue_many, revoke
 from broker.files import BrokerFiles, Synced, sync
 from broker.models import MqttAccount
 from gridwatch.clock import WallClock
@@ -95,3 +95,18 @@ def apply_accounts(settings: Settings) -> bool:
         log.error("broker files not written (%s): run `gridwatch broker sync`", exc)
         return False
     return True
+
+
+def set_service_passwords(settings: Settings) -> Synced | None:
+    """Give the service accounts the passwords the deployment chose, and write the files.
+
+    None when no GW_BROKER_<SERVICE>_PASSWORD is set (nothing to do).
+    """
+    given = settings.service_passwords()
+    if not given:
+        return None
+    with make_sessionmaker(make_engine(settings.sql_url))() as session:
+        for name, password in given.items():
+            issue(session, name, WallClock().now_ms(), password)
+        session.commit()
+        return sync(session, broker_files(settings))

@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     broker_auth_dir: str = Field("", description="password/ACL files; default: state_dir/mosquitto")
     broker_pid_file: str = Field("", description="SIGHUP this broker after writing the files")
     broker_tls_port: int = Field(0, ge=0, le=65535, description="make run: TLS listener; 0 = off")
+    # `gridwatch init` sets the service accounts to these (compose: from .env).
+    broker_ingest_password: str = Field("", description="gridwatch.ingest's password, for init")
+    broker_alerts_password: str = Field("", description="gridwatch.alerts's password, for init")
+    broker_api_password: str = Field("", description="gridwatch.api's password, for init")
+    broker_imagery_password: str = Field("", description="gridwatch.imagery's password, for init")
+    broker_simulator_password: str = Field("", description="gridwatch.simulator's, for init")
 
     grafana_url: str = Field("", description="an existing Grafana, for `gridwatch dashboards push`")
     grafana_token: str = Field("", description="its service-account token (dashboards: write)")
@@ -129,6 +135,17 @@ class Settings(BaseSettings):
     def imagery_root(self) -> Path:
         """The directory imagery's files actually go to."""
         return Path(self.imagery_dir) if self.imagery_dir else self.state_dir / "imagery"
+
+    def service_passwords(self) -> dict[str, str]:
+        """The service accounts whose passwords are given (GW_BROKER_<SERVICE>_PASSWORD)."""
+        given = {
+            "gridwatch.ingest": self.broker_ingest_password,
+            "gridwatch.alerts": self.broker_alerts_password,
+            "gridwatch.api": self.broker_api_password,
+            "gridwatch.imagery": self.broker_imagery_password,
+            "gridwatch.simulator": self.broker_simulator_password,
+        }
+        return {name: password for name, password in given.items() if password}
 
     @property
     def public_mqtt_url(self) -> str:
