@@ -51,12 +51,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     GW_STATE_DIR=/var/lib/gridwatch \
     GW_ENV=production
 
-# The snapshot directory exists in the image, owned by the user: Docker gives a new
-# named volume mounted there (imagery-data) the ownership of the image's directory.
+# The snapshot directory and the broker files' directory exist in the image, owned by
+# the user: Docker gives a new named volume mounted there (imagery-data,
+# mosquitto-auth) the ownership of the image's directory.
 RUN groupadd --system --gid 10001 gridwatch \
  && useradd --system --uid 10001 --gid gridwatch --home-dir /var/lib/gridwatch \
         --create-home --shell /usr/sbin/nologin gridwatch \
- && install -d -o gridwatch -g gridwatch /var/lib/gridwatch/imagery
+ && install -d -o gridwatch -g gridwatch /var/lib/gridwatch/imagery /var/lib/gridwatch/mosquitto/auth
 
 # Owned by root: the code is read-only to the user running it.
 COPY --from=build /opt/venv /opt/venv

@@ -614,8 +614,7 @@ def test_mosquitto_listens_where_gridwatch_and_its_healthcheck_connect() -> None
     persistence = mosquitto_conf(DEPLOY_MOSQUITTO_CONF)["persistence_location"][0]
     assert mounts[persistence.rstrip("/")][0] == "volume", "persistence on the named volume"
     assert [container for _, _, container in published(broker)] == [1883]
-    health = healthcheck_argv(broker)
-    assert health[health.index("-p") + 1] == "1883"
+    assert "-p 1883" in " ".join(healthcheck_argv(broker))
     for name, service in gridwatch_services(data).items():
         url = urlsplit(environment(service)["GW_MQTT_URL"])
         assert (url.scheme, url.hostname, url.port) == ("mqtt", "mosquitto", 1883), name
@@ -675,10 +674,19 @@ def test_simulate_imports_the_shipped_demo_community_and_simulates_it() -> None:
     assert "registry_refresh_s" in wait, "waits until ingest has reloaded the registry"
     community = yaml.safe_load(demo_file.read_text(encoding="utf-8"))["community"]["id"]
     invocations = gridwatch_invocations(simulate)
-    assert [argv[:2] for argv in invocations[:1]] == [["registry", "import"]]
-    assert [argv[0] for argv in invocations] == ["registry", "simulate"]
+    assert [argv[:3] for argv in invocations[:2]] == [
+        ["registry", "import", str(demo_file)],
+        ["broker", "credentials", "issue"],
+    ]
+    assert [argv[0] for argv in invocations] == ["registry", "broker", "simulate"]
     assert check_invocation(invocations[0])["file"] == demo_file
-    simulation = check_invocation(invocations[1])
+    # Each device logs in with the password issued to it just before.
+    issued = check_invocation(invocations[1])
+    assert issued["community"] == [community]
+    simulate_argv = invocations[2]
+    credentials = simulate_argv[simulate_argv.index("--credentials") + 1]
+    assert credentials == str(issued["out"])
+    simulation = check_invocation(simulate_argv)
     assert simulation["community"] == [community]
     assert simulation["scenario"] == MAKE_RUN_SCENARIO, "make run's faults: alerts to see"
     assert "SCENARIOS_DIR" in scenario
@@ -830,12 +838,49 @@ def test_deploy_broker_keeps_the_local_brokers_durability_settings() -> None:
     assert not missing, f"the backlog comment changed in stack/conf: {missing}"
 
 
-def test_deploy_broker_is_anonymous_for_now_and_says_so() -> None:
+def test_deploy_broker_admits_only_the_accounts_gridwatch_writes() -> None:
     conf = mosquitto_conf(DEPLOY_MOSQUITTO_CONF)
-    assert conf["allow_anonymous"] == ["true"]
-    text = DEPLOY_MOSQUITTO_CONF.read_text(encoding="utf-8")
-    assert "broker-security issue" in text
+    assert conf["allow_anonymous"] == ["false"]
     assert conf["log_dest"] == ["stdout"]
+    # run.sh copies gridwatch's files from the shared volume to where the broker reads.
+    run_sh = (ROOT / "deploy" / "mosquitto" / "run.sh").read_text(encoding="utf-8")
+    assert conf["password_file"] == ["/mosquitto/run/passwords"]
+    assert conf["acl_file"] == ["/mosquitto/run/acl"]
+    assert "dst=${GW_BROKER_AUTH_LIVE:-/mosquitto/run}" in run_sh
+    data = services()
+    broker = data["mosquitto"]
+    assert as_argv(broker["command"]) == ["/bin/sh", "/mosquitto/gridwatch/run.sh"]
+    mounts = {target: (kind, source) for kind, source, target in volumes_of(broker)}
+    assert mounts["/mosquitto/gridwatch/run.sh"] == ("bind", "./deploy/mosquitto/run.sh")
+    assert mounts["/mosquitto/auth"] == ("volume", "mosquitto-auth")
+    assert "src=${GW_BROKER_AUTH_SOURCE:-/mosquitto/auth}" in run_sh
+    # The writers mount it where gridwatch writes the files by default (the image's
+    # GW_STATE_DIR), a directory the image makes for its user.
+    auth = Settings(state_dir=Path("/var/lib/gridwatch")).broker_auth_path  # type: ignore[call-arg]
+    assert "GW_STATE_DIR=/var/lib/gridwatch" in DOCKERFILE.read_text(encoding="utf-8")
+    assert any(
+        i[0] == "RUN" and "install -d" in i[1] and str(auth) in i[1]
+        for i in dockerfile_instructions()
+    )
+    writers = {"init", "api", "simulate"}
+    for name, service in gridwatch_services(data).items():
+        env = environment(service)
+        targets = {target: source for _, source, target in volumes_of(service)}
+        assert (targets.get(str(auth)) == "mosquitto-auth") == (name in writers), name
+        # Each service that connects logs in with its own account.
+        url = urlsplit(env["GW_MQTT_URL"])
+        if name in {"ingest", "alerts", "api", "imagery"}:
+            assert (url.username, url.password) == (
+                f"gridwatch.{name}",
+                env_of_init_password(data, name),
+            ), name
+        else:
+            assert url.username is None, f"{name} logs in as no service"
+
+
+def env_of_init_password(data: Mapping[str, Any], service: str) -> str:
+    """The password init gives the service's account."""
+    return environment(data["init"])[f"GW_BROKER_{service.upper()}_PASSWORD"]
 
 
 # --- static tests: the image ---------------------------------------------------------
@@ -1119,7 +1164,18 @@ def test_doc_secret_generation_fills_every_secret() -> None:
 
 
 class DeployMosquitto(Mosquitto):
-    """mosquitto run from deploy/mosquitto/mosquitto.conf, only its port and paths local."""
+    """The broker as compose runs it: deploy/mosquitto/run.sh and mosquitto.conf, paths local.
+
+    ``auth_dir`` is where gridwatch writes the broker's files (the volume mosquitto-auth).
+    """
+
+    def __init__(self, state_dir: Path, auth_dir: Path) -> None:
+        super().__init__(state_dir)
+        self.auth_dir = auth_dir
+        # As the volume's directory belongs to gridwatch's user in compose, this one
+        # belongs to the broker's here, so the files written into it (as root) do too.
+        auth_dir.mkdir(parents=True)
+        self._own(auth_dir)
 
     def _configure(self) -> None:
         text = DEPLOY_MOSQUITTO_CONF.read_text(encoding="utf-8")
@@ -1132,9 +1188,31 @@ class DeployMosquitto(Mosquitto):
             local,
             flags=re.M,
         )
-        assert (listeners, locations) == (1, 1), "the deploy config changed: adapt the rehearsal"
+        local, auth_files = re.subn(
+            r"^(password_file|acl_file) /mosquitto/run/",
+            rf"\1 {self.state_dir}/run/",
+            local,
+            flags=re.M,
+        )
+        assert (listeners, locations, auth_files) == (1, 1, 2), (
+            "the deploy config changed: adapt the rehearsal"
+        )
         self.config_path.write_text(local, encoding="utf-8")
         self.config_path.chmod(0o644)
+        script = self.state_dir / "run.sh"
+        script.write_text((ROOT / "deploy" / "mosquitto" / "run.sh").read_text(encoding="utf-8"))
+        script.chmod(0o644)
+
+    def _command(self) -> list[str]:
+        return [
+            find_binary("env", "coreutils"),
+            f"PATH={Path(self._binary).parent}:/usr/bin:/bin",
+            f"GW_BROKER_AUTH_SOURCE={self.auth_dir}",
+            f"GW_BROKER_AUTH_LIVE={self.state_dir}/run",
+            f"GW_BROKER_CONF={self.config_path}",
+            "/bin/sh",
+            str(self.state_dir / "run.sh"),
+        ]
 
 
 class AuthInfluxd(Influxd):
@@ -1207,7 +1285,9 @@ def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgre
     logs.mkdir(parents=True)
 
     with ExitStack() as stack:
-        broker = stack.enter_context(DeployMosquitto(server_dir / "mosquitto"))
+        # Started after init, which writes its files (the broker waits for them in compose).
+        auth_dir = server_dir / "state" / "mosquitto" / "auth"
+        broker = DeployMosquitto(server_dir / "mosquitto", auth_dir)
         influxd = stack.enter_context(AuthInfluxd(server_dir / "influxd"))
         sql = make_url(postgres.create_database(f"compose_{uuid.uuid4().hex[:8]}"))
         env_file = operator_env() | {
@@ -1229,7 +1309,7 @@ def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgre
             env = environment(data[name])
             for key in ("GW_MQTT_URL", "GW_INFLUX_URL", "GW_DATABASE_URL"):
                 for address, local in local_address.items():
-                    env[key] = env[key].replace(f"@{address}/", f"@{local}/")
+                    env[key] = env[key].replace(f"@{address}", f"@{local}")
                     env[key] = env[key].replace(f"//{address}", f"//{local}")
                 assert "127.0.0.1" in env[key], f"{name}: {key}={env[key]} names no service"
             overrides = {
@@ -1258,7 +1338,7 @@ def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgre
             """The service's own health check, run as docker would (port mapped)."""
             argv = healthcheck_argv(data[name])
             if name == "mosquitto":
-                argv[argv.index("-p") + 1] = str(broker.port)
+                argv[-1] = argv[-1].replace("-p 1883", f"-p {broker.port}")
             env = env_of(name) if is_gridwatch(data[name]) else dict(os.environ)
 
             def check() -> bool:
@@ -1283,7 +1363,6 @@ def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgre
 
         stack.callback(stop_all)
 
-        assert healthy("mosquitto")(), "the broker's health check fails"
         init_output = ""
         for attempt in range(2):  # compose runs init again on every `up`
             done = subprocess.run(
@@ -1291,6 +1370,8 @@ def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgre
             )
             init_output += done.stdout + done.stderr
             assert done.returncode == 0, f"init, run {attempt + 1}:\n{init_output}"
+        stack.enter_context(broker)
+        assert healthy("mosquitto")(), "the broker's health check fails"
 
         # The alerts check sees every connection to the broker's port on this host: it
         # proves something only while nothing else is connected.
