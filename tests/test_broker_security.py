@@ -31,8 +31,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from broker.accounts import hash_password, verify_password
 from broker.acl import PRODUCTION_SERVICES, SIMULATOR
 from broker.address import BrokerAddress
+from broker.connection import make_client
 from broker.credentials import issue_many, revoke
 from broker.files import BrokerFiles, sync
+from broker.subscriber import Subscriber
 from broker.tls import DevCertificates, make_dev_ca
 from devices import KINDS
 from devices.contract import Channel, Community, DeviceRecord, device_topic
@@ -86,6 +88,15 @@ class Secured:
         """Write the files and reload the broker, as every credential change does."""
         with self.sessions() as session:
             assert sync(session, self.files).reloaded
+
+    def reissue(self, username: str) -> str:
+        """Issue ``username`` a new password and apply it; the old password."""
+        with self.sessions() as session:
+            (fresh,) = issue_many(session, [username], WallClock().now_ms())
+            session.commit()
+        self.sync()
+        old, self.passwords[username] = self.passwords[username], fresh.password
+        return old
 
 
 class Client:
@@ -325,22 +336,13 @@ def test_a_revoked_device_is_cut_off_and_the_others_carry_on(secured: Secured) -
     for client in (ingest, victim, bystander):
         client.close()
     # Issued again (rotation restores a revoked account): it logs in with the new password.
-    with secured.sessions() as session:
-        (fresh,) = issue_many(session, [revoked.device_id], WallClock().now_ms())
-        session.commit()
-    secured.sync()
-    secured.passwords[revoked.device_id] = fresh.password
+    secured.reissue(revoked.device_id)
     secured.login(revoked.device_id).close()
 
 
 def test_rotation_retires_the_old_password(secured: Secured) -> None:
     lamp = secured.device("streetlight", 1)
-    old = secured.passwords[lamp.device_id]
-    with secured.sessions() as session:
-        (fresh,) = issue_many(session, [lamp.device_id], WallClock().now_ms())
-        session.commit()
-    secured.sync()
-    secured.passwords[lamp.device_id] = fresh.password
+    old = secured.reissue(lamp.device_id)
     stale = Client(secured.broker.port, lamp.device_id, old)
     assert stale.connect() in NOT_AUTHORISED
     stale.close()
@@ -364,14 +366,50 @@ def test_tls_with_the_dev_ca_connects_and_without_it_fails(secured: Secured) -> 
         ssl.create_default_context().wrap_socket(raw, server_hostname="localhost")
 
 
-def test_the_broker_url_carries_the_ca_file(secured: Secured) -> None:
-    url = f"mqtts://gridwatch.ingest:pw@localhost:{secured.tls_port}?cafile={secured.certs.ca_cert}"
-    address = BrokerAddress.from_url(url)
-    assert (address.tls, address.username, address.ca_file) == (
+def test_gridwatchs_clients_verify_the_broker_with_the_ca_of_the_url(secured: Secured) -> None:
+    """A simulated device, a paho service and ingest's subscriber over TLS: the URL's CA."""
+    door = secured.device("door", 7)
+    tls = f"localhost:{secured.tls_port}?cafile={secured.certs.ca_cert}"
+    service = BrokerAddress.from_url(
+        f"mqtts://gridwatch.ingest:{secured.passwords['gridwatch.ingest']}@{tls}"
+    )
+    assert (service.tls, service.username, service.ca_file) == (
         True,
         "gridwatch.ingest",
         str(secured.certs.ca_cert),
     )
+    received: queue.Queue[str] = queue.Queue()
+    subscribed = threading.Event()
+    ingest = make_client(service, f"tls-ingest-{uuid.uuid4().hex[:6]}")
+    ingest.on_connect = lambda c, *_: c.subscribe("sc/#", qos=1)
+    ingest.on_subscribe = lambda *_: subscribed.set()
+    ingest.on_message = lambda _c, _u, m: received.put(m.topic)
+    ingest.connect(service.host, service.port)
+    ingest.loop_start()
+    lean: queue.Queue[str] = queue.Queue()
+    subscriber = Subscriber(
+        service,
+        f"tls-lean-{uuid.uuid4().hex[:6]}",
+        "sc/+/+/+/#",
+        lambda delivery: lean.put(delivery.topic),
+        receive_maximum=10,
+        session_expiry_s=0,
+    )
+    subscriber.start()
+    try:
+        assert subscribed.wait(WAIT_S) and subscriber.subscribed.wait(WAIT_S)
+        fleet = Fleet(BrokerAddress.from_url(f"mqtts://{tls}"), credentials=secured.passwords)
+        fleet.add(door.device_id, door.community, door.kind)
+        fleet.wait_connected()
+        fleet.publish(door.device_id, _topic(door, Channel.TELEMETRY), b"{}")
+        assert fleet.flush(WAIT_S)
+        fleet.close()
+        assert received.get(timeout=WAIT_S) == _topic(door, Channel.TELEMETRY)
+        assert lean.get(timeout=WAIT_S) == _topic(door, Channel.TELEMETRY)
+    finally:
+        subscriber.stop()
+        ingest.disconnect()
+        ingest.loop_stop()
 
 
 # --- the demo community, end to end ----------------------------------------------------------
