@@ -96,16 +96,21 @@ def write_files(session: Session, files: BrokerFiles) -> Synced:
 
 def reload_broker(pid_file: Path | None) -> bool:
     """SIGHUP the broker whose pid is in ``pid_file``; False if none runs there."""
-    if pid_file is None:
-        return False
+    if pid_file is None or not pid_file.exists():
+        return False  # no broker here: it reloads itself (compose: run.sh)
     try:
         pid = int(pid_file.read_text(encoding="ascii").strip())
+        # A pid file left by a broker that died may name another process by now.
+        program = Path(f"/proc/{pid}/comm").read_text(encoding="ascii").strip()
     except (OSError, ValueError):
+        log.warning("no broker runs with the pid in %s: nothing reloaded", pid_file)
+        return False
+    if program != "mosquitto":
+        log.warning("pid %d of %s is %s, not mosquitto: nothing reloaded", pid, pid_file, program)
         return False
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGHUP)
         return True
-    log.warning("no broker with pid %d (%s): nothing reloaded", pid, pid_file)
     return False
 
 
