@@ -28,6 +28,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy.orm import Session, sessionmaker
 
+from alerts.routing import control_room_topic
+from alerts.service import SUBSCRIPTION as ALERTS_SUBSCRIPTION
+from api.dispatch import ACK_FILTER
+from api.live import ALERTS_FILTER, STATUS_FILTER
 from broker.accounts import hash_password, verify_password
 from broker.acl import PRODUCTION_SERVICES, SIMULATOR
 from broker.address import BrokerAddress
@@ -39,9 +43,11 @@ from broker.tls import DevCertificates, make_dev_ca
 from devices import KINDS
 from devices.contract import Channel, Community, DeviceRecord, device_topic
 from gridwatch.clock import SimulatedClock, WallClock
+from imagery.service import SUBSCRIPTION as IMAGERY_SUBSCRIPTION
 from influx.client import InfluxClient
 from ingest.decode import Reason
 from ingest.directory import StaticDevices
+from ingest.service import SUBSCRIPTION as INGEST_SUBSCRIPTION
 from ingest.service import IngestConfig, Ingestor
 from registry.db import make_engine, make_sessionmaker, migrate
 from registry.demo import DEMO_COMMUNITY_FILE
@@ -297,6 +303,42 @@ def test_services_have_only_the_rights_they_need(secured: Secured) -> None:
     assert observer.received() == [_topic(robot, Channel.EVENT)]
     assert witness.received() == [_topic(door, Channel.CMD)]
     for client in (witness, observer, imagery, api):
+        client.close()
+
+
+def test_each_service_receives_what_it_subscribes_to_and_no_more(secured: Secured) -> None:
+    """The services' real topic filters, against the ACL: what each is delivered."""
+    robot, door = secured.device("patrol_robot"), secured.device("door", 8)
+    subscriptions = {
+        "gridwatch.ingest": [INGEST_SUBSCRIPTION],
+        "gridwatch.alerts": [ALERTS_SUBSCRIPTION],
+        "gridwatch.imagery": [IMAGERY_SUBSCRIPTION],
+        "gridwatch.api": [ACK_FILTER, ALERTS_FILTER, STATUS_FILTER],
+    }
+    services = {name: secured.login(name) for name in subscriptions}
+    for name, filters in subscriptions.items():
+        services[name].subscribe(*filters)
+    sent: dict[str, list[str]] = {}
+    for device in (robot, door):
+        client = secured.login(device.device_id)
+        channels = [Channel.TELEMETRY, Channel.EVENT, Channel.STATUS, Channel.CMD_ACK]
+        sent[device.device_id] = [_topic(device, c) for c in channels]
+        if device is robot:
+            sent[robot.device_id].append(f"{_topic(robot, Channel.SNAPSHOT)}/s-2")
+        for topic in sent[device.device_id]:
+            client.publish(topic)
+        client.close()
+    services["gridwatch.api"].publish(_topic(door, Channel.CMD))
+    services["gridwatch.alerts"].publish(control_room_topic(door.community))
+    from_devices = [*sent[robot.device_id], *sent[door.device_id]]
+    assert sorted(services["gridwatch.ingest"].received()) == sorted(from_devices)
+    assert sorted(services["gridwatch.alerts"].received()) == sorted(from_devices)
+    imagery = [t for t in sent[robot.device_id] if "/event" in t or "/snapshot/" in t]
+    assert sorted(services["gridwatch.imagery"].received()) == sorted(imagery)
+    api = [t for t in from_devices if t.endswith(("/status", "/cmd_ack"))]
+    api.append(control_room_topic(door.community))
+    assert sorted(services["gridwatch.api"].received()) == sorted(api)
+    for client in services.values():
         client.close()
 
 
