@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
 
 from alerts.routing import control_room_topic
 from alerts.service import SUBSCRIPTION as ALERTS_SUBSCRIPTION
@@ -42,7 +43,9 @@ from broker.subscriber import Subscriber
 from broker.tls import DevCertificates, make_dev_ca
 from devices import KINDS
 from devices.contract import Channel, Community, DeviceRecord, device_topic
+from gridwatch import cli
 from gridwatch.clock import SimulatedClock, WallClock
+from gridwatch.settings import get_settings
 from imagery.service import SUBSCRIPTION as IMAGERY_SUBSCRIPTION
 from influx.client import InfluxClient
 from ingest.decode import Reason
@@ -55,7 +58,7 @@ from registry.importer import import_file
 from registry.records import load_communities, load_devices
 from simulators.engine import Simulation
 from simulators.fleet import Fleet
-from stack.servers import LOOPBACK, Mosquitto, find_binary, free_port
+from stack.servers import LOOPBACK, Influxd, Mosquitto, find_binary, free_port
 from tests.test_end_to_end import _count, _stored
 
 pytestmark = pytest.mark.integration
@@ -71,6 +74,7 @@ class Secured:
     """The secured broker, the registry behind it, and the passwords issued."""
 
     broker: Mosquitto
+    sql_url: str
     files: BrokerFiles
     certs: DevCertificates
     tls_port: int
@@ -196,6 +200,7 @@ def secured(stack_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     with broker:
         yield Secured(
             broker,
+            url,
             files,
             certs,
             tls_port,
@@ -389,6 +394,54 @@ def test_rotation_retires_the_old_password(secured: Secured) -> None:
     assert stale.connect() in NOT_AUTHORISED
     stale.close()
     secured.login(lamp.device_id).close()
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_the_cli_issues_rotates_revokes_and_init_sets_service_passwords(
+    secured: Secured, influxd: Influxd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "GW_DATABASE_URL": secured.sql_url,
+        "GW_INFLUX_URL": influxd.url,
+        "GW_INFLUX_DB": f"cli_{uuid.uuid4().hex[:8]}",
+        "GW_BROKER_AUTH_DIR": str(secured.files.directory),
+        "GW_BROKER_PID_FILE": str(secured.files.pid_file),
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    runner, door = CliRunner(), secured.device("door", 9).device_id
+    try:
+        issued = runner.invoke(cli.app, ["broker", "credentials", "issue", door])
+        assert issued.exit_code == 0, issued.output
+        first = issued.output.split()[-1]
+        secured.login(door, first).close()
+        rotated = runner.invoke(cli.app, ["broker", "credentials", "rotate", door])
+        assert rotated.output.split()[-2:-1] == [door]
+        stale = Client(secured.broker.port, door, first)
+        assert stale.connect() in NOT_AUTHORISED
+        stale.close()
+        secured.login(door, rotated.output.split()[-1]).close()
+        revoked = runner.invoke(cli.app, ["broker", "credentials", "revoke", door])
+        assert revoked.exit_code == 0 and f"revoked {door}\n" in revoked.output, revoked.output
+        gone = Client(secured.broker.port, door, rotated.output.split()[-1])
+        assert gone.connect() in NOT_AUTHORISED
+        gone.close()
+        listed = runner.invoke(cli.app, ["broker", "credentials", "list"]).output
+        [row] = [line.split() for line in listed.splitlines() if line.startswith(f"{door} ")]
+        assert row[1] == "device" and row[4] != "-", "revoked, with its time"
+        unknown = runner.invoke(cli.app, ["broker", "credentials", "issue", "intruder-1"])
+        assert unknown.exit_code == 2 and "neither a registered device" in unknown.output
+        # init gives a service the password the deployment chose (compose: from .env).
+        monkeypatch.setenv("GW_BROKER_API_PASSWORD", "chosen-by-the-operator")
+        get_settings.cache_clear()
+        assert runner.invoke(cli.app, ["init"]).exit_code == 0
+        secured.login("gridwatch.api", "chosen-by-the-operator").close()
+        secured.passwords["gridwatch.api"] = "chosen-by-the-operator"
+        secured.reissue(door)
+    finally:
+        get_settings.cache_clear()
 
 
 # --- TLS -------------------------------------------------------------------------------------
