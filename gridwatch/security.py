@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
+from sqlalchemy.orm import Session
 
 from broker.acl import PRODUCTION_SERVICES, SIMULATOR
 from broker.credentials import Issued, accounts, devices_of, issue, issue_many, revoke
@@ -27,6 +29,17 @@ log = logging.getLogger("gridwatch.broker")
 LOCAL_CREDENTIALS = "broker-credentials.json"
 
 
+@contextmanager
+def _session(settings: Settings) -> Iterator[Session]:
+    """A session on a registry engine of its own, disposed after: the API calls these often."""
+    engine = make_engine(settings.sql_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
 def broker_files(settings: Settings) -> BrokerFiles:
     """Where this installation's broker files are, and which broker to reload."""
     return BrokerFiles(settings.broker_auth_path, settings.broker_pid_path)
@@ -34,13 +47,13 @@ def broker_files(settings: Settings) -> BrokerFiles:
 
 def sync_broker(settings: Settings) -> Synced:
     """Write the broker's files from SQL and reload the broker."""
-    with make_sessionmaker(make_engine(settings.sql_url))() as session:
+    with _session(settings) as session:
         return sync(session, broker_files(settings))
 
 
 def issue_and_sync(settings: Settings, usernames: Iterable[str]) -> list[Issued]:
     """Issue (or rotate) accounts, commit, then sync the broker."""
-    with make_sessionmaker(make_engine(settings.sql_url))() as session:
+    with _session(settings) as session:
         issued = issue_many(session, usernames, WallClock().now_ms())
         session.commit()
         sync(session, broker_files(settings))
@@ -49,7 +62,7 @@ def issue_and_sync(settings: Settings, usernames: Iterable[str]) -> list[Issued]
 
 def revoke_and_sync(settings: Settings, username: str) -> Synced:
     """Revoke an account, commit, then sync the broker (which disconnects it)."""
-    with make_sessionmaker(make_engine(settings.sql_url))() as session:
+    with _session(settings) as session:
         revoke(session, username, WallClock().now_ms())
         session.commit()
         return sync(session, broker_files(settings))
@@ -57,7 +70,7 @@ def revoke_and_sync(settings: Settings, username: str) -> Synced:
 
 def community_devices(settings: Settings, community: str) -> list[str]:
     """The device ids of a community."""
-    with make_sessionmaker(make_engine(settings.sql_url))() as session:
+    with _session(settings) as session:
         return devices_of(session, community)
 
 
@@ -80,7 +93,7 @@ def local_accounts(settings: Settings, communities: Iterable[str]) -> dict[str, 
 
 def listed(settings: Settings) -> list[MqttAccount]:
     """Every account in the registry."""
-    with make_sessionmaker(make_engine(settings.sql_url))() as session:
+    with _session(settings) as session:
         return accounts(session)
 
 
@@ -105,7 +118,7 @@ def set_service_passwords(settings: Settings) -> Synced | None:
     given = settings.service_passwords()
     if not given:
         return None
-    with make_sessionmaker(make_engine(settings.sql_url))() as session:
+    with _session(settings) as session:
         for name, password in given.items():
             issue(session, name, WallClock().now_ms(), password)
         session.commit()
