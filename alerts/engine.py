@@ -169,7 +169,10 @@ class Engine:
             self.outcomes["rejected"] += 1
             return outcome
         self.outcomes["camera"] += 1
-        self.observe(outcome, received_ms)
+        # The imagery service's word, not the robot's, and maybe late (a backlog of
+        # frames): rules that take any event as a sign of life (device.offline) must
+        # not hear the robot in it.
+        self.observe(outcome, received_ms, named_only=True)
         return Ignored("imagery")
 
     def _decode_camera_report(self, community: str, payload: bytes) -> Observation | Rejected:
@@ -224,13 +227,19 @@ class Engine:
         return received_ms
 
     def observe(
-        self, obs: Observation, received_ms: int | None = None, *, moves_time: bool = True
+        self,
+        obs: Observation,
+        received_ms: int | None = None,
+        *,
+        moves_time: bool = True,
+        named_only: bool = False,
     ) -> None:
         """Run the rules for one observation, after the device's own timers due before it.
 
         Other devices' timers wait for ``advance``: messages from different devices
         may arrive out of order (an accelerated replay over hundreds of connections),
         and a device's silence must not be judged before its own messages are in.
+        ``named_only``: only rules that name the event run, not those that take any.
         """
         if moves_time:
             arrived = (
@@ -243,6 +252,8 @@ class Engine:
             return
         self._fire_own(device, obs.ts, inclusive=False)
         for rule in self._rules_for(device.kind, obs.channel, obs.event):
+            if named_only and rule.events is None:
+                continue
             key = device.device_id if rule.keyed_by_device else rule.key(obs)
             slot = self._slot(rule, key, site, device)
             if slot.params.enabled:

@@ -252,3 +252,29 @@ def test_camera_reports_that_do_not_hold_are_rejected_and_raise_nothing(
     with sessions() as session:
         alerts = session.scalars(select(Alert)).all()
     assert [(a.rule, a.device_id) for a in alerts] == [("robot.camera", ROBOT)]
+
+
+def test_a_late_camera_report_is_no_sign_of_life_from_the_robot(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The robot drops off; a backlog of its frames yields camera reports afterwards."""
+    processor = AlertProcessor(
+        Database(sessions), base_url=BASE_URL, wall=WallClock(), escalate_after_ms=900_000
+    )
+    ts = WallClock().now_ms() - 600_000
+    status = f"sc/zjxc/patrol_robot/{ROBOT}/status"
+    processor.process([(status, b'{"online": false}', ts)])
+    report = {
+        "event": "camera_fault",
+        "ts": ts - 60_000,
+        "community": "zjxc",
+        "kind": "patrol_robot",
+        "device_id": ROBOT,
+        "since_ms": ts - 60_000,
+        "bad_frames": 3,
+        "snapshot_ids": ["s-1", "s-2", "s-3"],
+    }
+    processor.process([("sc/zjxc/imagery", json.dumps(report).encode(), ts + 1000)])
+    with sessions() as session:
+        alerts = {a.rule: a.status for a in session.scalars(select(Alert))}
+    assert alerts == {"device.offline": "open", "robot.camera": "open"}
