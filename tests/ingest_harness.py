@@ -1,4 +1,5 @@
-"""Drive a real ``gridwatch ingest`` process and a paced QoS 1 publisher, then count exactly."""
+"""Drive ingest (a real ``gridwatch ingest`` process, or an in-process ``Ingestor``) and
+a paced QoS 1 publisher, then count exactly what it stored."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
-from broker.connection import BrokerAddress
+from broker.address import BrokerAddress
+from devices import KINDS
+from devices.contract import Channel
 from influx.client import InfluxClient, quote_literal
+from ingest.metrics import IngestMetrics
 from stack.servers import free_port
 
 DOORS = [f"zjxc-door-b0{b}-u{u}" for b in range(1, 4) for u in (1, 2)]
@@ -113,7 +117,8 @@ class Publisher:
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
         )
         self.client.max_inflight_messages_set(200)
-        self.client.reconnect_delay_set(0.2, 2)
+        # paho annotates whole seconds but only sleeps for it: 0.2 s keeps the fault tests fast.
+        self.client.reconnect_delay_set(0.2, 2)  # type: ignore[arg-type]
         self.client.on_publish = self._acknowledged
         self.client.connect(address.host, address.port)
         self.client.loop_start()
@@ -187,3 +192,49 @@ def run_in_background(fn: Callable[[], None]) -> threading.Thread:
     thread = threading.Thread(target=fn, daemon=True)
     thread.start()
     return thread
+
+
+def count(influx: InfluxClient, query: str) -> int:
+    """The single value of a ``SELECT count(...)`` (0 when nothing matched)."""
+    series = influx.query(query)
+    return int(series[0].values[0][1]) if series else 0
+
+
+def stored(influx: InfluxClient, kind: str, channel: Channel) -> int:
+    """Points ingest stored for a kind's channel: one per message it accepted.
+
+    A snapshot too leaves one point, of its arrival (measurement ``snapshot``); the image
+    itself is the imagery service's to store, not ingest's.
+    """
+    spec = KINDS[kind]
+    match channel:
+        case Channel.TELEMETRY:
+            return count(influx, f'SELECT count("seq") FROM "{spec.measurement}"')
+        case Channel.EVENT:
+            return count(influx, f'SELECT count("seq") FROM "{spec.measurement_event}"')
+        case Channel.STATUS:
+            where = f"kind = {quote_literal(kind)}"
+            return count(influx, f'SELECT count("online") FROM device_status WHERE {where}')
+        case Channel.CMD_ACK:
+            return count(
+                influx, f'SELECT count("seq") FROM cmd_ack WHERE kind = {quote_literal(kind)}'
+            )
+        case Channel.SNAPSHOT:
+            return count(
+                influx, f'SELECT count("bytes") FROM snapshot WHERE kind = {quote_literal(kind)}'
+            )
+        case Channel.CMD:
+            raise ValueError("devices receive commands; ingest stores none")
+
+
+def wait_ingested(metrics: IngestMetrics, expected: int, timeout: float = 120) -> None:
+    """Until an in-process ingestor has handled ``expected`` messages (stored, rejected
+    or ignored) and written everything it holds."""
+
+    def handled() -> bool:
+        received = sum(
+            metrics.value("gridwatch_ingest_received_total", kind=k) for k in [*KINDS, "unknown"]
+        )
+        return received >= expected and metrics.value("gridwatch_ingest_backlog") == 0
+
+    wait_until(handled, timeout, f"ingest to handle {expected} messages")

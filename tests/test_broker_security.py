@@ -15,7 +15,6 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,7 +58,7 @@ from registry.records import load_communities, load_devices
 from simulators.engine import Simulation
 from simulators.fleet import Fleet
 from stack.servers import LOOPBACK, Influxd, Mosquitto, find_binary, free_port
-from tests.test_end_to_end import _count, _stored
+from tests.ingest_harness import stored, wait_ingested
 
 pytestmark = pytest.mark.integration
 
@@ -510,13 +509,6 @@ def test_gridwatchs_clients_verify_the_broker_with_the_ca_of_the_url(secured: Se
 # --- the demo community, end to end ----------------------------------------------------------
 
 
-def _stored_points(influx: InfluxClient, kind: str, channel: Channel) -> int:
-    """Points stored for a kind's channel; a snapshot leaves one point of its arrival."""
-    if channel is Channel.SNAPSHOT:
-        return _count(influx, f"SELECT count(\"bytes\") FROM snapshot WHERE kind = '{kind}'")
-    return _stored(influx, kind, channel)
-
-
 def test_the_demo_community_runs_end_to_end_with_security_on(
     secured: Secured, influx_db: InfluxClient
 ) -> None:
@@ -568,19 +560,11 @@ def test_the_demo_community_runs_end_to_end_with_security_on(
         fleet.close()
         report = simulation.report
         metrics = ingestor.metrics
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            handled = sum(
-                metrics.value("gridwatch_ingest_received_total", kind=k)
-                for k in [*KINDS, "unknown"]
-            )
-            if handled >= report.total + 1 and metrics.value("gridwatch_ingest_backlog") == 0:
-                break
-            time.sleep(0.2)
+        wait_ingested(metrics, report.total + 1)
     finally:
         ingestor.stop()
     for (kind, channel), n in sorted(report.counts.items()):
-        assert _stored_points(influx_db, kind, Channel(channel)) == n, (kind, channel)
+        assert stored(influx_db, kind, Channel(channel)) == n, (kind, channel)
     assert {k for k, _ in report.counts} == set(KINDS)
     mismatches = sum(
         metrics.value(
