@@ -37,14 +37,17 @@ def add_user(
         raise SystemExit(f"cannot create {username}: {exc}") from None
     migrate(settings.sql_url)
     now = WallClock().now_ms()
+    engine = make_engine(settings.sql_url)
     try:
-        with make_sessionmaker(make_engine(settings.sql_url)).begin() as session:
+        with make_sessionmaker(engine).begin() as session:
             user = create_user(session, body, now)
             key = issue_api_key(session, user, ApiKeyCreate(name="cli"), now) if api_key else None
     except HTTPException as exc:
         raise SystemExit(f"cannot create {username}: {exc.detail}") from None
     except IntegrityError:
         raise SystemExit(f"cannot create {username}: the name is taken") from None
+    finally:
+        engine.dispose()
     yield f"created {role} {username} (id {user.id})"
     if key is not None:
         yield f"API key (shown once, send it as X-API-Key): {key.key}"

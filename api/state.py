@@ -251,3 +251,4 @@ class AppState:
         self.dispatcher.close()
         self.broker.close()
         await self.influx.aclose()
+        self.sessions.kw["bind"].dispose()

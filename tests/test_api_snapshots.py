@@ -9,11 +9,13 @@ its alert) and not B; a worker of g2 sees all the robot's snapshots.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
 
 from alerts.models import Alert
 from api.app import create_app
@@ -54,6 +56,17 @@ class Snapshots:
     imagery: Path
 
 
+@contextmanager
+def transaction(sql_url: str) -> Iterator[Session]:
+    """A write transaction on an engine of its own, disposed of (PostgreSQL's connections too)."""
+    engine = make_engine(sql_url)
+    try:
+        with make_sessionmaker(engine).begin() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
 def store_snapshot(
     sql_url: str, files: ImageFiles, snapshot_id: str, scene: str, ts: int
 ) -> Stored:
@@ -65,8 +78,7 @@ def store_snapshot(
         files.put(Variant.PRIVACY, processed.privacy.data),
         files.put(Variant.THUMBNAIL, processed.thumbnail.data),
     )
-    sessions = make_sessionmaker(make_engine(sql_url))
-    with sessions.begin() as session:
+    with transaction(sql_url) as session:
         device = get_device(session, ROBOT)
         assert device is not None
         detection = _detection(snapshot_id, scene, ts)
@@ -107,7 +119,7 @@ def _detection(snapshot_id: str, scene: str, ts: int) -> Detection:
 
 def detection_only(sql_url: str, snapshot_id: str, ts: int) -> int:
     """A detection whose image has not arrived."""
-    with make_sessionmaker(make_engine(sql_url)).begin() as session:
+    with transaction(sql_url) as session:
         device = get_device(session, ROBOT)
         assert device is not None
         row = record_detection(session, device, _detection(snapshot_id, "smoke_fire", ts))
@@ -117,7 +129,7 @@ def detection_only(sql_url: str, snapshot_id: str, ts: int) -> int:
 
 def scene_alert(sql_url: str, grid: str, snapshot_id: str, ts: int) -> int:
     """A robot.scene alert naming ``snapshot_id``, routed to ``grid`` (by name)."""
-    with make_sessionmaker(make_engine(sql_url)).begin() as session:
+    with transaction(sql_url) as session:
         alert = Alert(
             community_id="zjxc",
             rule="robot.scene",
