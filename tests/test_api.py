@@ -106,8 +106,10 @@ def login(client: TestClient, username: str, password: str) -> dict[str, str]:
 def open_api(client: TestClient, sql_url: str, influx: InfluxClient) -> Api:
     """Log in as admin and make one user of every other role through the API."""
     admin = login(client, "root", ADMIN_PASSWORD)
-    with make_sessionmaker(make_engine(sql_url))() as session:
+    engine = make_engine(sql_url)
+    with make_sessionmaker(engine)() as session:
         grids = {g.slug: g.id for g in session.scalars(select(Grid))}
+    engine.dispose()
     users: dict[str, dict[str, Any]] = {
         "operator": {"role": "operator", "community": "zjxc"},
         "worker": {"role": "grid_worker", "community": "zjxc", "grids": [grids["g1"]]},
@@ -132,33 +134,43 @@ def api(
         yield open_api(client, sql_url, influx_db)
 
 
-def add_alert(sql_url: str, grid: str, device_id: str, rule: str = "door.forced") -> int:
-    """An open alert routed to ``grid`` (by name, as the alerts service routes)."""
+def add_alert(
+    sql_url: str, grid: str, device_id: str, rule: str = "door.forced", **fields: Any
+) -> int:
+    """An open alert routed to ``grid`` (by name, as the alerts service routes).
+
+    ``fields`` replace the defaults (a door's forced-open alert, opened now).
+    """
     now = WallClock().now_ms()
-    with make_sessionmaker(make_engine(sql_url))() as session:
-        alert = Alert(
-            community_id="zjxc",
-            rule=rule,
-            kind="door",
-            subject=device_id,
-            device_id=device_id,
-            severity="critical",
-            status="open",
-            title="单元门被强行打开",
-            action="请立即到现场查看",
-            place="张家新村",
-            grid=grid,
-            facts={},
-            open_key=f"{rule}|{device_id}",
-            auto_resolve=False,
-            occurrences=1,
-            since_ms=now,
-            opened_ms=now,
-            last_ms=now,
-        )
-        session.add(alert)
-        session.commit()
-        return alert.id
+    engine = make_engine(sql_url)
+    try:
+        with make_sessionmaker(engine).begin() as session:
+            defaults: dict[str, Any] = {
+                "community_id": "zjxc",
+                "rule": rule,
+                "kind": "door",
+                "subject": device_id,
+                "device_id": device_id,
+                "severity": "critical",
+                "status": "open",
+                "title": "单元门被强行打开",
+                "action": "请立即到现场查看",
+                "place": "张家新村",
+                "grid": grid,
+                "facts": {},
+                "open_key": f"{rule}|{device_id}",
+                "auto_resolve": False,
+                "occurrences": 1,
+                "since_ms": now,
+                "opened_ms": now,
+                "last_ms": now,
+            }
+            alert = Alert(**(defaults | fields))
+            session.add(alert)
+            session.flush()
+            return alert.id
+    finally:
+        engine.dispose()
 
 
 # --- operations and authentication ----------------------------------------------------

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,18 +53,9 @@ def pg_api(
     admin.dispose()
 
 
-def alert(sql_url: str, grid: str, device_id: str) -> int:
-    """``add_alert``, whose engine is left to the garbage collector: collected here, quietly."""
-    alert_id = add_alert(sql_url, grid, device_id)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
-    return alert_id
-
-
 def test_alerts_snapshots_and_state_on_postgresql(pg_api: Api, tmp_path: Path) -> None:
-    first = alert(pg_api.sql_url, "第一网格", DOOR_G1)
-    second = alert(pg_api.sql_url, "第二网格", DOOR_G2)
+    first = add_alert(pg_api.sql_url, "第一网格", DOOR_G1)
+    second = add_alert(pg_api.sql_url, "第二网格", DOOR_G2)
     page = pg_api.get("operator", "/api/v1/alerts", params={"limit": 1}).json()
     assert (page["total"], [a["id"] for a in page["items"]]) == (2, [second])
     assert pg_api.get("operator", "/api/v1/alerts", params={"rule": "door.none"}).json() == {

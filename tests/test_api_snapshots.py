@@ -17,7 +17,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from alerts.models import Alert
 from api.app import create_app
 from devices.patrol_robot.schema import Detection
 from gridwatch.clock import WallClock
@@ -29,7 +28,7 @@ from influx.client import InfluxClient
 from registry.db import make_engine, make_sessionmaker
 from registry.records import get_device
 from stack.servers import Influxd, Mosquitto
-from tests.test_api import Api, demo_registry, login, make_settings, open_api
+from tests.test_api import Api, add_alert, demo_registry, login, make_settings, open_api
 
 pytestmark = pytest.mark.integration
 
@@ -129,32 +128,23 @@ def detection_only(sql_url: str, snapshot_id: str, ts: int) -> int:
 
 def scene_alert(sql_url: str, grid: str, snapshot_id: str, ts: int) -> int:
     """A robot.scene alert naming ``snapshot_id``, routed to ``grid`` (by name)."""
-    with transaction(sql_url) as session:
-        alert = Alert(
-            community_id="zjxc",
-            rule="robot.scene",
-            kind="patrol_robot",
-            subject=f"fire_lane_blocked@{snapshot_id}",
-            device_id=ROBOT,
-            severity="major",
-            status="open",
-            title="消防通道占用",
-            action="请到现场清理",
-            place="张家新村 1号楼",
-            grid=grid,
-            lat=36.811887,
-            lon=118.053554,
-            facts={"scene": "fire_lane_blocked", "snapshot_id": snapshot_id},
-            open_key=f"robot.scene|{snapshot_id}",
-            auto_resolve=False,
-            occurrences=1,
-            since_ms=ts,
-            opened_ms=ts,
-            last_ms=ts,
-        )
-        session.add(alert)
-        session.flush()
-        return alert.id
+    return add_alert(
+        sql_url,
+        grid,
+        ROBOT,
+        rule="robot.scene",
+        kind="patrol_robot",
+        subject=f"fire_lane_blocked@{snapshot_id}",
+        severity="major",
+        title="消防通道占用",
+        lat=36.811887,
+        lon=118.053554,
+        facts={"scene": "fire_lane_blocked", "snapshot_id": snapshot_id},
+        open_key=f"robot.scene|{snapshot_id}",
+        since_ms=ts,
+        opened_ms=ts,
+        last_ms=ts,
+    )
 
 
 @pytest.fixture

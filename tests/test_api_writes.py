@@ -1,12 +1,19 @@
-"""Grids and the alerts that name them (``Alert.grid`` holds the grid's name, not its id)."""
+"""Writes through the API that names or other processes could break.
+
+- Grids and the alerts that name them (``Alert.grid`` holds the grid's name, not its id).
+- The SQLite file is shared with other services' processes: the API waits for their writes.
+"""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import make_url
 
 from api.app import create_app
 from influx.client import InfluxClient
@@ -21,7 +28,7 @@ def api(
     tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, influx_db: InfluxClient
 ) -> Iterator[Api]:
     sql_url = demo_registry(tmp_path)
-    settings = make_settings(mosquitto, influxd, influx_db, sql_url, api_client_id="api-grids")
+    settings = make_settings(mosquitto, influxd, influx_db, sql_url, api_client_id="api-writes")
     with TestClient(create_app(settings)) as client:
         yield open_api(client, sql_url, influx_db)
 
@@ -58,3 +65,22 @@ def test_two_grids_of_a_community_never_share_a_name(api: Api) -> None:
     assert theirs not in alert_ids(api, "worker")
     same = api.client.patch(f"/api/v1/grids/{g1}", json={"name": "第一网格"}, headers=admin)
     assert same.status_code == 200
+
+
+def test_an_acknowledgement_waits_for_another_process_writing(api: Api) -> None:
+    alert = add_alert(api.sql_url, "第一网格", DOOR_G1)
+    # Another process (the alerts service) is writing this alert as the request comes.
+    other = sqlite3.connect(
+        make_url(api.sql_url).database or "", isolation_level=None, check_same_thread=False
+    )
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("UPDATE alerts SET occurrences = occurrences + 1 WHERE id = ?", (alert,))
+    commit = threading.Timer(0.5, other.execute, ("COMMIT",))
+    commit.start()
+    try:
+        ack = api.post("operator", f"/api/v1/alerts/{alert}/acknowledge", json={})
+    finally:
+        commit.join()
+        other.close()
+    assert ack.status_code == 200, ack.text
+    assert ack.json()["occurrences"] == 2 and ack.json()["status"] == "acknowledged"
