@@ -38,6 +38,7 @@ PRINCIPAL_TTL_S = 10.0
 # and its JSON. An alert event on the broker, or a change made through this API,
 # forgets the alert pages at once, a device status message the latest states.
 ANSWER_TTL_S = 1.0
+CACHED_PAGE_BYTES = 65_536
 
 # Threads reading PostgreSQL for async routes at once: fewer than its connection
 # pool holds (5), so that no read waits for a connection, or opens one only to
@@ -109,13 +110,15 @@ class WriterDatabase(Database):
 class Answers:
     """Encoded answers of the routes screens poll, kept for ``ANSWER_TTL_S``."""
 
-    alert_pages: TtlCache[bytes]  # by the list's parameters (api/routes/alerts.py)
+    # By the list's parameters (api/routes/alerts.py); pages up to CACHED_PAGE_BYTES, so
+    # that a client asking for many large pages holds at most 256 × 64 KiB here.
+    alert_pages: TtlCache[bytes]
     latest: TtlCache[bytes]  # by device id (api/routes/devices.py)
 
     @classmethod
     def make(cls) -> Answers:
         """Empty caches."""
-        return cls(TtlCache(ANSWER_TTL_S, max_entries=1000), TtlCache(ANSWER_TTL_S))
+        return cls(TtlCache(ANSWER_TTL_S, max_entries=256), TtlCache(ANSWER_TTL_S))
 
 
 class BrokerLink:

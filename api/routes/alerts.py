@@ -33,7 +33,7 @@ from api.deps import (
     community_filter,
 )
 from api.routes.snapshots import SnapshotPublic, linked_snapshots
-from api.state import AppState
+from api.state import CACHED_PAGE_BYTES, AppState
 from devices.contract import EPOCH_MS_MAX
 from registry.models import Grid
 
@@ -303,7 +303,8 @@ async def list_alerts(
         )
 
     body = await state.read(page)
-    state.answers.alert_pages.put(key, body)
+    if len(body) <= CACHED_PAGE_BYTES:
+        state.answers.alert_pages.put(key, body)
     return Response(body, media_type="application/json")
 
 
