@@ -120,9 +120,8 @@ def iso(ms: int) -> str:
 
 def summary(report: Report) -> str:
     """What a run published, a line per kind."""
-    channels = [
-        c.value for c in (Channel.TELEMETRY, Channel.EVENT, Channel.STATUS, Channel.CMD_ACK)
-    ]
+    shown = (Channel.TELEMETRY, Channel.EVENT, Channel.STATUS, Channel.CMD_ACK, Channel.SNAPSHOT)
+    channels = [c.value for c in shown]
     head = f"{'kind':<14}{'devices':>9}" + "".join(f"{c:>11}" for c in channels) + f"{'total':>11}"
     lines = [head]
     for kind in sorted(report.devices):
@@ -130,7 +129,8 @@ def summary(report: Report) -> str:
         total = report.by_kind()[kind]
         row = "".join(f"{n:>11,}" for n in counts)
         lines.append(f"{kind:<14}{report.devices[kind]:>9,}{row}{total:>11,}")
-    lines.append(f"{'all':<14}{sum(report.devices.values()):>9,}{'':>44}{report.total:>11,}")
+    blank = " " * 11 * len(channels)
+    lines.append(f"{'all':<14}{sum(report.devices.values()):>9,}{blank}{report.total:>11,}")
     return "\n".join(lines)
 
 

@@ -399,9 +399,10 @@ def test_progress_lines_and_the_summary_per_kind() -> None:
         "event",
         "status",
         "cmd_ack",
+        "snapshot",
         "total",
     ]
-    assert table[1].split() == ["door", "10", "600", "40", "0", "0", "640"]
+    assert table[1].split() == ["door", "10", "600", "40", "0", "0", "0", "640"]
     assert table[-1].split() == ["all", "30", "1,540"]
 
 
