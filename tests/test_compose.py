@@ -19,7 +19,10 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -41,6 +44,8 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from sqlalchemy import make_url
 
+from broker.address import BrokerAddress
+from broker.connection import make_client
 from gridwatch import cli
 from gridwatch.local import MAKE_RUN_SCENARIO
 from gridwatch.settings import Settings
@@ -613,7 +618,9 @@ def test_mosquitto_listens_where_gridwatch_and_its_healthcheck_connect() -> None
     )
     persistence = mosquitto_conf(DEPLOY_MOSQUITTO_CONF)["persistence_location"][0]
     assert mounts[persistence.rstrip("/")][0] == "volume", "persistence on the named volume"
-    assert [container for _, _, container in published(broker)] == [1883]
+    # 8883: the TLS listener, open once the broker has its certificate (below).
+    assert [container for _, _, container in published(broker)] == [1883, 8883]
+    assert len({host for host, _, _ in published(broker)}) == 1, "both on MQTT_BIND_ADDRESS"
     assert "-p 1883" in " ".join(healthcheck_argv(broker))
     for name, service in gridwatch_services(data).items():
         url = urlsplit(environment(service)["GW_MQTT_URL"])
@@ -876,6 +883,32 @@ def test_deploy_broker_admits_only_the_accounts_gridwatch_writes() -> None:
             ), name
         else:
             assert url.username is None, f"{name} logs in as no service"
+
+
+def test_deploy_broker_opens_a_tls_listener_with_the_mounted_certificate() -> None:
+    """run.sh writes the 8883 listener into the directory mosquitto.conf includes, with
+    the files of the directory compose mounts, under the same accounts and ACL."""
+    conf = mosquitto_conf(DEPLOY_MOSQUITTO_CONF)
+    run_sh = (ROOT / "deploy" / "mosquitto" / "run.sh").read_text(encoding="utf-8")
+    assert conf["include_dir"] == ["/mosquitto/run/conf.d"]
+    assert "conf_d=$dst/conf.d" in run_sh
+    # The listener's options must follow its `listener` line: nothing after the include.
+    last = DEPLOY_MOSQUITTO_CONF.read_text(encoding="utf-8").strip().splitlines()[-1]
+    assert last == "include_dir /mosquitto/run/conf.d"
+    # Global, so the TLS listener has them too.
+    assert conf.get("per_listener_settings", ["false"]) == ["false"]
+    assert conf["allow_anonymous"] == ["false"]
+    assert "tls_listener=${GW_BROKER_TLS_LISTENER:-8883}" in run_sh
+    assert "tls_src=${GW_BROKER_TLS_SOURCE:-/mosquitto/tls}" in run_sh
+    mounts = {
+        target: (kind, source) for kind, source, target in volumes_of(services()["mosquitto"])
+    }
+    kind, source = mounts["/mosquitto/tls"]
+    assert kind == "bind"
+    assert raw_compose()["services"]["mosquitto"]["volumes"][-1].endswith(":/mosquitto/tls:ro")
+    # The default directory is in the repository, its contents (keys) out of git.
+    ignore = (ROOT / source / ".gitignore").read_text(encoding="utf-8").splitlines()
+    assert "*" in ignore
 
 
 def env_of_init_password(data: Mapping[str, Any], service: str) -> str:
@@ -1166,12 +1199,18 @@ def test_doc_secret_generation_fills_every_secret() -> None:
 class DeployMosquitto(Mosquitto):
     """The broker as compose runs it: deploy/mosquitto/run.sh and mosquitto.conf, paths local.
 
-    ``auth_dir`` is where gridwatch writes the broker's files (the volume mosquitto-auth).
+    ``auth_dir`` is where gridwatch writes the broker's files (the volume mosquitto-auth),
+    ``tls_dir`` the certificate and key (MQTT_TLS_DIR); the TLS listener on ``tls_port``.
     """
 
-    def __init__(self, state_dir: Path, auth_dir: Path) -> None:
+    def __init__(self, state_dir: Path, auth_dir: Path, tls_dir: Path) -> None:
         super().__init__(state_dir)
         self.auth_dir = auth_dir
+        self.tls_dir = tls_dir
+        self.tls_port = free_port()
+        # run.sh is root in the container, so it reads any key; here it runs as the
+        # broker's account, which must be given the operator's files.
+        self._own(tls_dir)
         # As the volume's directory belongs to gridwatch's user in compose, this one
         # belongs to the broker's here, so the files written into it (as root) do too.
         auth_dir.mkdir(parents=True)
@@ -1189,12 +1228,12 @@ class DeployMosquitto(Mosquitto):
             flags=re.M,
         )
         local, auth_files = re.subn(
-            r"^(password_file|acl_file) /mosquitto/run/",
+            r"^(password_file|acl_file|include_dir) /mosquitto/run/",
             rf"\1 {self.state_dir}/run/",
             local,
             flags=re.M,
         )
-        assert (listeners, locations, auth_files) == (1, 1, 2), (
+        assert (listeners, locations, auth_files) == (1, 1, 3), (
             "the deploy config changed: adapt the rehearsal"
         )
         self.config_path.write_text(local, encoding="utf-8")
@@ -1210,6 +1249,8 @@ class DeployMosquitto(Mosquitto):
             f"GW_BROKER_AUTH_SOURCE={self.auth_dir}",
             f"GW_BROKER_AUTH_LIVE={self.state_dir}/run",
             f"GW_BROKER_CONF={self.config_path}",
+            f"GW_BROKER_TLS_SOURCE={self.tls_dir}",
+            f"GW_BROKER_TLS_LISTENER={self.tls_port} 127.0.0.1",
             "/bin/sh",
             str(self.state_dir / "run.sh"),
         ]
@@ -1264,6 +1305,50 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float, logs: Path) -
         time.sleep(0.5)
 
 
+def dev_ca(directory: Path) -> None:
+    """``gridwatch broker dev-ca`` for the rehearsal's broker (localhost), as the docs say."""
+    gridwatch = Path(sys.executable).parent / "gridwatch"
+    command = [str(gridwatch), "broker", "dev-ca", str(directory), "--host", "localhost"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def certificate(directory: Path) -> bytes:
+    """The server certificate of a TLS directory (``server.crt``), DER."""
+    return ssl.PEM_cert_to_DER_cert((directory / "server.crt").read_text(encoding="ascii"))
+
+
+def served_certificate(port: int, ca_file: Path) -> bytes:
+    """The certificate the broker's TLS listener presents now, DER (verified by ``ca_file``)."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        return tls.getpeercert(binary_form=True) or b""
+
+
+def mqtt_login(url: str) -> bool:
+    """Whether the broker of ``url`` accepts its login (gridwatch's own MQTT client)."""
+    outcome: list[bool] = []
+    client = make_client(BrokerAddress.from_url(url), f"rehearsal-{uuid.uuid4().hex[:8]}")
+    client.on_connect = lambda _c, _u, _f, reason, _p: outcome.append(not reason.is_failure)
+    address = BrokerAddress.from_url(url)
+    client.connect(address.host, address.port)  # the TLS handshake happens here
+    try:
+        deadline = time.monotonic() + 10
+        while not outcome and time.monotonic() < deadline:
+            client.loop(0.2)
+    finally:
+        client.disconnect()
+        # A refused login leaves paho's socket open until its next loop: close it here.
+        sock = client.socket()
+        if sock is not None:
+            sock.close()
+    assert outcome, f"no CONNACK from {address.host}:{address.port}"
+    return outcome[0]
+
+
 def metric(port: int, name: str, **labels: str) -> float:
     """The sum of ingest's samples ``name`` with ``labels``, from its /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
@@ -1287,7 +1372,10 @@ def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgre
     with ExitStack() as stack:
         # Started after init, which writes its files (the broker waits for them in compose).
         auth_dir = server_dir / "state" / "mosquitto" / "auth"
-        broker = DeployMosquitto(server_dir / "mosquitto", auth_dir)
+        # MQTT_TLS_DIR with the development CA's files, made as deploy/README.md says.
+        tls_dir = server_dir / "tls"
+        dev_ca(tls_dir)
+        broker = DeployMosquitto(server_dir / "mosquitto", auth_dir, tls_dir)
         influxd = stack.enter_context(AuthInfluxd(server_dir / "influxd"))
         sql = make_url(postgres.create_database(f"compose_{uuid.uuid4().hex[:8]}"))
         env_file = operator_env() | {
@@ -1372,6 +1460,35 @@ def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgre
             assert done.returncode == 0, f"init, run {attempt + 1}:\n{init_output}"
         stack.enter_context(broker)
         assert healthy("mosquitto")(), "the broker's health check fails"
+
+        # The TLS listener: gridwatch's client verifies the broker with the CA of the URL
+        # and logs in; anonymous is refused there too.
+        tls = f"localhost:{broker.tls_port}?cafile={tls_dir / 'ca.crt'}"
+        account = f"gridwatch.ingest:{env_of_init_password(data, 'ingest')}"
+        assert mqtt_login(f"mqtts://{account}@{tls}"), "a service over TLS"
+        assert not mqtt_login(f"mqtts://{tls}"), "anonymous over TLS"
+        # Without it a client trusts the system's CAs alone, as paho does with no cafile
+        # (here, not through paho, which leaves the failed socket unclosed).
+        with (
+            socket.create_connection(("127.0.0.1", broker.tls_port)) as raw,
+            pytest.raises(ssl.SSLCertVerificationError),
+        ):
+            ssl.create_default_context().wrap_socket(raw, server_hostname="localhost")
+        # Renewal: new files copied over the old ones are served within about 2 s, no
+        # restart (run.sh reloads the broker), as an ACME deploy hook would copy them.
+        renewed = server_dir / "renewed"
+        shutil.copytree(tls_dir, renewed)
+        dev_ca(renewed)  # the same CA, a new server certificate
+        old, new = served_certificate(broker.tls_port, tls_dir / "ca.crt"), certificate(renewed)
+        assert old != new
+        for name in ("server.key", "server.crt"):
+            shutil.copyfile(renewed / name, tls_dir / name)
+        wait_for(
+            "the renewed certificate served",
+            lambda: served_certificate(broker.tls_port, tls_dir / "ca.crt") == new,
+            10,
+            logs,
+        )
 
         # The alerts check sees every connection to the broker's port on this host: it
         # proves something only while nothing else is connected.
