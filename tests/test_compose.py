@@ -1571,6 +1571,30 @@ def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgre
 
 
 @pytest.mark.integration
+def test_the_compose_broker_without_a_certificate_has_no_tls_listener(stack_root: Path) -> None:
+    """compose's default: MQTT_TLS_DIR empty, so 1883 alone; a TLS listener written at an
+    earlier start (the container's file system outlives a restart) is gone."""
+    server_dir = stack_root / f"compose-plain-{uuid.uuid4().hex[:8]}"
+    tls_dir = server_dir / "tls"
+    tls_dir.mkdir(parents=True)
+    auth_dir = server_dir / "auth"
+    broker = DeployMosquitto(server_dir / "mosquitto", auth_dir, tls_dir)
+    for name in ("passwords", "acl"):
+        (auth_dir / name).write_text("", encoding="utf-8")
+        (auth_dir / name).chmod(0o644)
+    stale = broker.state_dir / "run" / "conf.d" / "tls.conf"
+    stale.parent.mkdir(parents=True)
+    stale.write_text(f"listener {broker.tls_port} 127.0.0.1\n", encoding="utf-8")
+    broker._own(broker.state_dir / "run")
+    with broker:
+        assert not stale.exists()
+        assert not mqtt_login(f"mqtt://127.0.0.1:{broker.port}"), "anonymous refused"
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", broker.tls_port), timeout=5).close()
+    assert "no TLS listener" in broker.log_path.read_text(encoding="utf-8")
+
+
+@pytest.mark.integration
 def test_init_applies_a_changed_retention_on_the_next_up(influxd: Influxd) -> None:
     """deploy/README.md: change INFLUX_RETENTION in .env, `docker compose up -d`."""
     with InfluxClient(influxd.url, f"retention_{uuid.uuid4().hex[:8]}") as client:
