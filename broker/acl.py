@@ -61,9 +61,11 @@ DEVICE_RIGHTS = (
 SERVICE_RIGHTS: dict[str, tuple[Right, ...]] = {
     # ingest.service: every device channel but cmd, which devices read.
     "gridwatch.ingest": _device_channels(Access.READ, ANY_DEVICE),
-    # alerts.service reads the device channels; alerts.channels publishes transitions.
+    # alerts.service reads the device channels and imagery's camera reports;
+    # alerts.channels publishes transitions.
     "gridwatch.alerts": (
         *_device_channels(Access.READ, ANY_DEVICE),
+        Right(Access.READ, f"{TOPIC_ROOT}/+/imagery"),
         Right(Access.WRITE, f"{TOPIC_ROOT}/+/alerts"),
     ),
     # api.dispatch sends commands and reads acks; api.live streams alerts and statuses.

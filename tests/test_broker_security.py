@@ -45,6 +45,7 @@ from devices.contract import Channel, Community, DeviceRecord, device_topic
 from gridwatch import cli
 from gridwatch.clock import SimulatedClock, WallClock
 from gridwatch.settings import get_settings
+from imagery.events import CAMERA_SUBSCRIPTION, camera_topic
 from imagery.service import SUBSCRIPTION as IMAGERY_SUBSCRIPTION
 from influx.client import InfluxClient
 from ingest.decode import Reason
@@ -315,7 +316,7 @@ def test_each_service_receives_what_it_subscribes_to_and_no_more(secured: Secure
     robot, door = secured.device("patrol_robot"), secured.device("door", 8)
     subscriptions = {
         "gridwatch.ingest": [INGEST_SUBSCRIPTION],
-        "gridwatch.alerts": [ALERTS_SUBSCRIPTION],
+        "gridwatch.alerts": [ALERTS_SUBSCRIPTION, CAMERA_SUBSCRIPTION],
         "gridwatch.imagery": [IMAGERY_SUBSCRIPTION],
         "gridwatch.api": [ACK_FILTER, ALERTS_FILTER, STATUS_FILTER],
     }
@@ -334,9 +335,11 @@ def test_each_service_receives_what_it_subscribes_to_and_no_more(secured: Secure
         client.close()
     services["gridwatch.api"].publish(_topic(door, Channel.CMD))
     services["gridwatch.alerts"].publish(control_room_topic(door.community))
+    services["gridwatch.imagery"].publish(camera_topic(robot.community))
     from_devices = [*sent[robot.device_id], *sent[door.device_id]]
     assert sorted(services["gridwatch.ingest"].received()) == sorted(from_devices)
-    assert sorted(services["gridwatch.alerts"].received()) == sorted(from_devices)
+    camera_report = camera_topic(robot.community)
+    assert sorted(services["gridwatch.alerts"].received()) == sorted([*from_devices, camera_report])
     imagery = [t for t in sent[robot.device_id] if "/event" in t or "/snapshot/" in t]
     assert sorted(services["gridwatch.imagery"].received()) == sorted(imagery)
     api = [t for t in from_devices if t.endswith(("/status", "/cmd_ack"))]
