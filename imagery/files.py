@@ -8,6 +8,11 @@ volume with tighter permissions than the privacy versions and thumbnails.
 Files are written to a temporary name and renamed into place, so a reader
 never sees half a file; a crash between the file and the SQL row leaves an
 unreferenced file that the next store of the same bytes adopts.
+
+``put(..., sync=False)`` leaves the data in the page cache and ``sync()`` then
+makes every such file durable at once (the files, then the directories that
+name them, or the renames could be lost): the service writes a whole batch of
+snapshots and syncs once before it commits their rows.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class ImageFiles:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._made: set[Path] = set()  # directories known to exist: no mkdir per file
+        self._unsynced: list[Path] = []
+        self._unsynced_dirs: set[Path] = set()
 
     def path(self, variant: Variant, sha256: str) -> Path:
         """Where the file of that variant and hash lives (whether or not it exists)."""
@@ -46,27 +53,53 @@ class ImageFiles:
             raise ValueError("not a SHA-256 hex digest")
         return self.root / variant.value / sha256[:2] / sha256[2:4] / f"{sha256}.jpg"
 
-    def put(self, variant: Variant, data: bytes) -> str:
-        """Store ``data`` (if not there yet); returns its SHA-256."""
+    def put(self, variant: Variant, data: bytes, *, sync: bool = True) -> str:
+        """Store ``data`` (if not there yet); returns its SHA-256.
+
+        With ``sync`` False the file is durable only after the next ``sync()``.
+        """
         digest = sha256_hex(data)
         target = self.path(variant, digest)
-        if target.exists():
-            return digest
+        # One already there is synced as well: it may be the unsynced leftover of a
+        # process that died before its commit (syncing a clean file costs next to nothing).
+        if not target.exists():
+            self._write(target, data)
+        self._unsynced.append(target)
+        self._unsynced_dirs.add(target.parent)
+        if sync:
+            self.sync()
+        return digest
+
+    def _write(self, target: Path, data: bytes) -> None:
         if target.parent not in self._made:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._made.add(target.parent)
+            # The new directories' own entries must reach the disk too.
+            self._unsynced_dirs.update(target.parents[:4])
         fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
             Path(temporary).replace(target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 Path(temporary).unlink()
             raise
-        return digest
+
+    def sync(self) -> None:
+        """Make every file stored since the last call durable, and the directories naming them."""
+        # Files first: a directory entry must not reach the disk before the data it names.
+        for path in [*self._unsynced, *sorted(self._unsynced_dirs, reverse=True)]:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:  # deleted since (a batch rolled back, then retention)
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._unsynced.clear()
+        self._unsynced_dirs.clear()
 
     def delete(self, variant: Variant, sha256: str) -> bool:
         """Remove a file; False if it was not there."""

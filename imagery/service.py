@@ -7,12 +7,18 @@ Threads:
   events that give each snapshot its time, place and scene (the image alone
   carries neither). Receive Maximum bounds what is held in memory: a few
   snapshots of at most 2 MiB;
-- the worker: one message at a time, in arrival order. A snapshot is
-  checked and decoded (``imagery.pipeline``), its files written, its row,
-  camera state and owed events committed, the events published, and only
-  then is the message acknowledged; a crash or an outage of SQL or of the
-  broker leaves it with the broker, which delivers it again (every step is
-  idempotent: files by hash, rows by robot and snapshot id);
+- the worker: the messages waiting (at most Receive Maximum of them), in
+  arrival order, as one batch. Each snapshot is checked and decoded
+  (``imagery.pipeline``) and its files written; the batch's files are synced
+  at once; then, in one transaction, each snapshot's row, camera state and
+  owed events are recorded and the events published; the transaction
+  commits, and only then are the messages acknowledged (group commit: the
+  fsyncs and the commit are shared, "data accepted is data stored" holds for
+  each message, and no SQL lock is held during the image work). A crash or
+  an outage of SQL or of the broker leaves the batch with the broker, which
+  delivers it again (every step is idempotent: files by hash, rows by robot
+  and snapshot id); a message that makes the code fail is retried on its own,
+  so that it costs the others nothing;
 - housekeeping: community settings reloaded, checkpoint evidence left over
   published, retention enforced.
 
@@ -36,7 +42,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -132,6 +138,18 @@ class Unavailable(Exception):
     """SQL, the image directory or the broker is unavailable: keep the message, try later."""
 
 
+@dataclass(slots=True)
+class _Batch:
+    """Messages recorded in one transaction; what waits for its commit."""
+
+    session: Session
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+
+# What a message leaves to do in SQL once its image work is done.
+_Record = Callable[[_Batch], None]
+
+
 class ImageryService:
     """One imagery process: ``start()``, then ``stop()``."""
 
@@ -218,23 +236,29 @@ class ImageryService:
                     self._wake.wait(1.0)
                 if self._stop.is_set():
                     return
-                delivery = self._queue[0]
-            if not self._handle_with_retries(delivery):
-                return  # stopping: not acknowledged, the broker delivers it again
+                # No waiting for a batch to fill: under a light load a batch is one message.
+                batch = [self._queue[i] for i in range(min(len(self._queue), self.config.inflight))]
+            if not self._handle_with_retries(batch):
+                return  # stopping: not acknowledged, the broker delivers them again
             with self._wake:
-                self._queue.popleft()
-            self._subscriber.ack([delivery])
+                for _ in batch:
+                    self._queue.popleft()
+            self._subscriber.ack(batch)
 
-    def _handle_with_retries(self, delivery: Delivery) -> bool:
+    def _handle_with_retries(self, batch: list[Delivery]) -> bool:
         backoff = 0.5
         while True:
             try:
-                self.handle(delivery.topic, delivery.payload, self.clock.now_ms())
+                messages = [(d.topic, d.payload) for d in batch]
+                self.handle_batch(messages, self.clock.now_ms())
                 return True
             except Unavailable as exc:
                 log.warning("%s; retrying in %.1f s", exc, backoff)
-            except Exception:  # a bug must not wedge the queue: log it and let the message go
-                log.exception("handling %s failed; message dropped", delivery.topic[:200])
+            except Exception:
+                if len(batch) > 1:  # the batch was rolled back: find the culprit alone
+                    return all(self._handle_with_retries([d]) for d in batch)
+                # A bug must not wedge the queue: log it and let the message go.
+                log.exception("handling %s failed; message dropped", batch[0].topic[:200])
                 self.metrics.rejected.labels("internal_error").inc()
                 return True
             if self._stop.wait(backoff):
@@ -243,23 +267,40 @@ class ImageryService:
 
     def handle(self, topic: str, payload: bytes, received_ms: int) -> None:
         """Handle one message completely (files, SQL, events); ``Unavailable`` if it must wait."""
+        self.handle_batch([(topic, payload)], received_ms)
+
+    def handle_batch(self, messages: Sequence[tuple[str, bytes]], received_ms: int) -> None:
+        """Handle messages together: files synced once, one commit; ``Unavailable`` to wait.
+
+        Nothing of the batch is committed unless all of it is.
+        """
         try:
-            self._dispatch(topic, payload, received_ms)
+            records = [self._dispatch(topic, payload, received_ms) for topic, payload in messages]
+            self.files.sync()  # the files before the rows that name them
+            with self._sessions.begin() as session:
+                batch = _Batch(session)
+                for record in records:
+                    if record is not None:
+                        record(batch)
         except OperationalError as exc:
             raise Unavailable(f"SQL unavailable ({exc.orig})") from exc
         except OSError as exc:  # the image directory: full, unmounted, not writable
             raise Unavailable(f"cannot write the image files ({exc})") from exc
+        for action in batch.after_commit:
+            action()
 
-    def _dispatch(self, topic: str, payload: bytes, received_ms: int) -> None:
+    def _dispatch(self, topic: str, payload: bytes, received_ms: int) -> _Record | None:
         try:
             parsed = parse_topic(topic, KIND_NAMES)
         except TopicError as exc:
             if "/snapshot/" in topic:
-                self._reject(topic, payload, received_ms, Refused(Reason.BAD_TOPIC, str(exc)))
-            return
+                return self._reject(
+                    topic, payload, received_ms, Refused(Reason.BAD_TOPIC, str(exc))
+                )
+            return None
         self.metrics.received.labels(parsed.channel.value).inc()
         if parsed.channel is Channel.SNAPSHOT:
-            self._snapshot(
+            return self._snapshot(
                 topic,
                 parsed.community,
                 parsed.device_id,
@@ -267,8 +308,9 @@ class ImageryService:
                 payload,
                 received_ms,
             )
-        elif parsed.channel is Channel.EVENT:
-            self._event(parsed.community, parsed.device_id, payload)
+        if parsed.channel is Channel.EVENT:
+            return self._event(parsed.community, parsed.device_id, payload)
+        return None
 
     # --- snapshots ----------------------------------------------------------------------
 
@@ -280,22 +322,23 @@ class ImageryService:
         snapshot_id: str,
         payload: bytes,
         received_ms: int,
-    ) -> None:
+    ) -> _Record:
         started = time.perf_counter()
         try:
             device = self._device(community, device_id)
             settings = self.community(community)
             processed = self._processor.process(payload, settings.quality)
         except Refused as refusal:
-            self._reject(topic, payload, received_ms, refusal)
-            return
+            return self._reject(topic, payload, received_ms, refusal)
         checkpoint = self._checkpoint(device, processed)
         stored = StoredFiles(
-            self.files.put(Variant.ORIGINAL, payload),
-            self.files.put(Variant.PRIVACY, processed.privacy.data),
-            self.files.put(Variant.THUMBNAIL, processed.thumbnail.data),
+            self.files.put(Variant.ORIGINAL, payload, sync=False),
+            self.files.put(Variant.PRIVACY, processed.privacy.data, sync=False),
+            self.files.put(Variant.THUMBNAIL, processed.thumbnail.data, sync=False),
         )
-        with self._sessions.begin() as session:
+
+        def record(batch: _Batch) -> None:
+            session = batch.session
             row, orphans = record_image(
                 session,
                 device,
@@ -312,8 +355,11 @@ class ImageryService:
             if change is not None:
                 self._publish_camera(change, processed)
             self._publish_evidence(session, [row])
-        self._delete(orphans)
-        self._count_stored(processed, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            batch.after_commit.append(lambda: self._delete(orphans))
+            batch.after_commit.append(lambda: self._count_stored(processed, seconds))
+
+        return record
 
     def _device(self, community: str, device_id: str) -> DeviceRecord:
         record = self.devices.get(device_id)
@@ -347,7 +393,7 @@ class ImageryService:
         if processed.people:
             self.metrics.blurred.labels("person").inc(processed.people)
 
-    def _reject(self, topic: str, payload: bytes, received_ms: int, refusal: Refused) -> None:
+    def _reject(self, topic: str, payload: bytes, received_ms: int, refusal: Refused) -> _Record:
         reason = refusal.reason
         self.metrics.rejected.labels(reason.value).inc()
         seen = self._rejections_seen.get(reason, 0)
@@ -361,38 +407,39 @@ class ImageryService:
                 refusal.detail[:300],
             )
         parts = topic.split("/")
-        with self._sessions.begin() as session:
-            record_rejection(
-                session,
-                SnapshotRejection(
-                    received_ms=received_ms,
-                    community_id=parts[1][:32] if len(parts) > 1 else None,
-                    device_id=parts[3][:64] if len(parts) > 3 else None,
-                    snapshot_id=parts[5][:64] if len(parts) > 5 else None,
-                    topic=topic[:256],
-                    reason=reason.value,
-                    detail=refusal.detail[:300],
-                    size=len(payload),
-                    sha256=sha256_hex(payload),
-                    head=payload[:32].hex(),
-                ),
-            )
+        rejection = SnapshotRejection(
+            received_ms=received_ms,
+            community_id=parts[1][:32] if len(parts) > 1 else None,
+            device_id=parts[3][:64] if len(parts) > 3 else None,
+            snapshot_id=parts[5][:64] if len(parts) > 5 else None,
+            topic=topic[:256],
+            reason=reason.value,
+            detail=refusal.detail[:300],
+            size=len(payload),
+            sha256=sha256_hex(payload),
+            head=payload[:32].hex(),
+        )
+        return lambda batch: record_rejection(batch.session, rejection)
 
     # --- detection events -----------------------------------------------------------------
 
-    def _event(self, community: str, device_id: str, payload: bytes) -> None:
-        record = self.devices.get(device_id)
-        if record is None or record.community != community or record.kind != KIND:
-            return  # ingest refuses and dead-letters it
+    def _event(self, community: str, device_id: str, payload: bytes) -> _Record | None:
+        device = self.devices.get(device_id)
+        if device is None or device.community != community or device.kind != KIND:
+            return None  # ingest refuses and dead-letters it
         try:
             event = KINDS[KIND].event_decoder.decode(payload)
         except (msgspec.ValidationError, msgspec.DecodeError):
-            return  # likewise
+            return None  # likewise
         if not isinstance(event, Detection) or event.snapshot_id is None:
-            return
-        with self._sessions.begin() as session:
-            row = record_detection(session, record, event)
-            self._publish_evidence(session, [row])
+            return None
+        detection = event
+
+        def record(batch: _Batch) -> None:
+            row = record_detection(batch.session, device, detection)
+            self._publish_evidence(batch.session, [row])
+
+        return record
 
     # --- events out ---------------------------------------------------------------------------
 

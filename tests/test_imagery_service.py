@@ -32,6 +32,7 @@ from alerts.models import Alert
 from alerts.service import AlertProcessor
 from alerts.sql import Database
 from broker.address import BrokerAddress
+from broker.subscriber import Delivery
 from gridwatch.clock import WallClock
 from gridwatch.settings import Settings
 from imagery.checkpoints import checkpoint_qr_text
@@ -39,7 +40,8 @@ from imagery.events import camera_topic
 from imagery.files import ImageFiles, Variant, sha256_hex
 from imagery.main import MqttPublisher
 from imagery.models import RobotCamera, Snapshot, SnapshotRejection
-from imagery.pipeline import Limits
+from imagery.pipeline import Limits, Processed
+from imagery.quality import QualityThresholds
 from imagery.service import ImageryConfig, ImageryService, Unavailable
 from imagery.store import alerts_for_snapshot, file_sha256, find_snapshot, snapshots_for_alert
 from imagery.synthetic import synthetic_snapshot
@@ -480,6 +482,47 @@ def test_a_snapshot_that_cannot_be_written_is_held_not_dropped(
     with sessions() as session:
         assert find_snapshot(session, ROBOT, "s-held") is None
         assert session.scalar(select(func.count()).select_from(SnapshotRejection)) == 0
+
+
+def test_a_batch_is_stored_whole_and_a_message_that_breaks_the_code_costs_only_itself(
+    sessions: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's batch: files synced and rows committed once; a bug drops one message only."""
+    service = offline_service(sessions, tmp_path / "imagery")
+    poison = synthetic_snapshot(99, "smoke_fire")
+    process = service._processor.process
+
+    def process_or_break(data: bytes, thresholds: QualityThresholds | None = None) -> Processed:
+        if data == poison:
+            raise RuntimeError("a bug")
+        return process(data, thresholds)
+
+    monkeypatch.setattr(service._processor, "process", process_or_break)
+    now = WallClock().now_ms()
+    messages = [
+        (EVENT_TOPIC, detection("s-batch-1", now, *CP_02)),
+        (SNAPSHOT_TOPIC.format("s-batch-1"), synthetic_snapshot(1, "loitering")),
+        (SNAPSHOT_TOPIC.format("s-poison"), poison),
+        (SNAPSHOT_TOPIC.format("s-junk"), b"junk"),
+        (SNAPSHOT_TOPIC.format("s-batch-2"), synthetic_snapshot(2, "loitering")),
+    ]
+    batch = [Delivery(t, p, 1, i + 1, False, 0) for i, (t, p) in enumerate(messages)]
+    assert service._handle_with_retries(batch)
+
+    for snapshot_id in ("s-batch-1", "s-batch-2"):
+        row = stored(sessions, snapshot_id)
+        assert row is not None
+        for variant in Variant:
+            sha = file_sha256(row, variant)
+            assert sha is not None and service.files.path(variant, sha).is_file()
+    first = stored(sessions, "s-batch-1")
+    assert first is not None and first.detection_ts == now
+    assert stored(sessions, "s-poison") is None
+    with sessions() as session:
+        letters = session.scalars(select(SnapshotRejection.snapshot_id)).all()
+    assert letters == ["s-junk"]
+    assert service.metrics.value("gridwatch_imagery_rejected_total", reason="internal_error") == 1
+    assert service.metrics.value("gridwatch_imagery_stored_total") == 2
 
 
 def test_retention_is_30_days_by_default_and_runs_as_the_service_starts(
