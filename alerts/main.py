@@ -24,6 +24,7 @@ from alerts.store import AlertStore
 from broker.address import BrokerAddress
 from gridwatch.clock import WallClock
 from gridwatch.settings import Settings
+from imagery.links import SnapshotLinks
 from influx.client import InfluxClient
 from ingest.decode import Limits
 from registry.db import make_engine, make_sessionmaker
@@ -48,6 +49,7 @@ def alerts_config(settings: Settings) -> AlertsConfig:
             ts_max_future_ms=settings.ts_max_future_s * 1000,
             ts_max_age_ms=settings.ts_max_age_s * 1000,
         ),
+        links=SnapshotLinks.from_settings(settings),
     )
 
 
@@ -121,7 +123,11 @@ def act_on_alert(
 ) -> None:
     """``acknowledge``, ``resolve`` (``text``: a note) or ``comment`` (``text``) as ``by``."""
     store = AlertStore(
-        default_rules(), Router(), base_url=settings.alerts_base_url, wall=WallClock()
+        default_rules(),
+        Router(),
+        base_url=settings.alerts_base_url,
+        wall=WallClock(),
+        links=SnapshotLinks.from_settings(settings),
     )
     now = WallClock().now_ms()
     with database(settings).write() as session:

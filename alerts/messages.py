@@ -44,11 +44,6 @@ def alert_link(base_url: str, alert_id: int) -> str:
     return f"{base_url.rstrip('/')}/alerts/{alert_id}"
 
 
-def snapshot_link(base_url: str, snapshot_pk: int) -> str:
-    """Where a person sees the frame behind the alert, faces and people blurred (the API)."""
-    return f"{base_url.rstrip('/')}/api/v1/snapshots/{snapshot_pk}/privacy.jpg"
-
-
 def _heading(alert: Alert, step: AlertTransition) -> str:
     severity = SEVERITY_ZH.get(alert.severity, alert.severity)
     if step.transition == OPENED:

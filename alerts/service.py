@@ -46,6 +46,7 @@ from broker.address import BrokerAddress
 from broker.connection import make_client, persistent_session_properties
 from gridwatch.clock import Clock, WallClock
 from imagery.events import CAMERA_SUBSCRIPTION
+from imagery.links import SnapshotLinks
 from influx.client import InfluxClient, InfluxError
 from ingest.decode import Limits, Reason, Rejected
 
@@ -69,12 +70,18 @@ class AlertProcessor:
         wall: Clock,
         escalate_after_ms: int,
         limits: Limits | None = None,
+        links: SnapshotLinks | None = None,
     ) -> None:
         self._database = database
         rules = default_rules()
         self.router = Router()
         self.store = AlertStore(
-            rules, self.router, base_url=base_url, wall=wall, escalate_after_ms=escalate_after_ms
+            rules,
+            self.router,
+            base_url=base_url,
+            wall=wall,
+            escalate_after_ms=escalate_after_ms,
+            links=links,
         )
         with database.read() as session:
             directory = load_directory(session)
@@ -143,6 +150,7 @@ class AlertsConfig:
     send_timeout_s: float = 10.0
     send_workers: int = 4
     limits: Limits = field(default_factory=Limits)
+    links: SnapshotLinks | None = None  # signs the snapshot links: GW_SNAPSHOT_LINK_KEY
 
 
 class Watermark:
@@ -224,6 +232,7 @@ class AlertService:
             wall=self.clock,
             escalate_after_ms=self.config.escalate_after_ms,
             limits=self.config.limits,
+            links=self.config.links,
         )
 
     # --- lifecycle ----------------------------------------------------------------

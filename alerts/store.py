@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from alerts.engine import StateRow
-from alerts.messages import render, snapshot_link
+from alerts.messages import render
 from alerts.models import (
     ACKNOWLEDGED,
     ESCALATED,
@@ -43,6 +43,8 @@ from alerts.models import (
 from alerts.routing import MQTT, Recipient, Router
 from alerts.rule import Finding, Rule, grouped
 from gridwatch.clock import Clock
+from imagery.files import Variant
+from imagery.links import SnapshotLinks
 from imagery.store import named_snapshot
 
 DEFAULT_ESCALATE_AFTER_MS = 15 * 60_000
@@ -76,10 +78,13 @@ class AlertStore:
         base_url: str,
         wall: Clock,
         escalate_after_ms: int = DEFAULT_ESCALATE_AFTER_MS,
+        links: SnapshotLinks | None = None,
     ) -> None:
         self._rules = {rule.id: rule for rule in rules}
         self._router = router
         self._base_url = base_url
+        # The people notified open the frame without credentials: its link is signed.
+        self._links = links or SnapshotLinks.ephemeral()
         self._wall = wall
         self._default_escalation = escalate_after_ms
         self._escalation: dict[str, int] = {}
@@ -312,18 +317,20 @@ class AlertStore:
         book = self._router.book(session, alert.community_id)
         told = [] if transition != ESCALATED else self._told(session, alert.id)
         frame = named_snapshot(session, alert)
+        now = self._wall.now_ms()
         content = render(
             alert,
             step,
             tz=book.tz,
             base_url=self._base_url,
             told=list(dict.fromkeys(r.name for r in told)),
-            snapshot=None if frame is None else snapshot_link(self._base_url, frame.id),
+            snapshot=None
+            if frame is None
+            else self._links.link(session, self._base_url, frame, Variant.PRIVACY, now),
         )
         # A member of a group (a lamp under its circuit) tells people nothing new, but
         # whoever heard of it before the group formed hears that it is over.
         people = recipients if alert.parent_id is None or transition == RESOLVED else []
-        now = self._wall.now_ms()
         seen: set[tuple[str, str]] = set()
         # The control room last: in a burst, every alert's first person is told first.
         for recipient in (*people, book.control_room()):

@@ -27,6 +27,7 @@ from broker.connection import make_client
 from devices.contract import DeviceRecord
 from gridwatch.clock import Clock, WallClock
 from gridwatch.settings import Settings
+from imagery.links import SnapshotLinks
 from registry.db import make_engine, make_sessionmaker
 
 # A credential's user, role and grids are re-read from SQL after this long, so a
@@ -166,6 +167,7 @@ class AppState:
     database: Database
     influx: InfluxReader
     tokens: Tokens
+    links: SnapshotLinks
     metrics: ApiMetrics
     principals: TtlCache[Principal]
     # Registered devices by id, trusted as long as the grid maps (a miss is read from SQL).
@@ -182,6 +184,7 @@ class AppState:
     def open(cls, settings: Settings, metrics: ApiMetrics) -> AppState:
         """Open the connections named by the settings (refuses missing production secrets)."""
         tokens = Tokens.from_settings(settings)
+        links = SnapshotLinks.from_settings(settings)
         engine = make_engine(settings.sql_url)
         sessions = make_sessionmaker(engine)
         database = WriterDatabase(sessions)
@@ -213,6 +216,7 @@ class AppState:
                 timeout=5.0,
             ),
             tokens=tokens,
+            links=links,
             metrics=metrics,
             principals=TtlCache(PRINCIPAL_TTL_S),
             devices=TtlCache(GRID_MAP_TTL_S),

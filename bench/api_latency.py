@@ -240,6 +240,7 @@ def serving(stack: Stack, extra_env: dict[str, str] | None = None) -> Iterator[i
         **os.environ,
         "GW_ENV": "production",
         "GW_API_SECRET_KEY": "b" * 64,
+        "GW_SNAPSHOT_LINK_KEY": "c" * 64,
         "GW_STATE_DIR": str(stack.root),
         "GW_DATABASE_URL": stack.sql_url,
         "GW_MQTT_URL": stack.mosquitto.url,

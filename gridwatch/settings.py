@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Private ports, so the local stack never collides with a system Mosquitto/InfluxDB.
@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     imagery_person_width: int = Field(320, ge=64, le=4096, description="people searched at this")
     imagery_metrics_host: str = Field("127.0.0.1", description="where imagery's /metrics listens")
     imagery_metrics_port: int = Field(18002, ge=0, le=65535, description="Prometheus; 0 = off")
+    snapshot_link_key: str = Field("", description="signs snapshot links; required in production")
+    snapshot_link_max_days: int = Field(
+        30, ge=1, le=3650, description="a snapshot link expires by then, or with its image"
+    )
 
     broker_security: bool = Field(
         True, description="make run: passwords and ACLs; false: anonymous"
@@ -110,11 +114,12 @@ class Settings(BaseSettings):
             raise ValueError("GW_MQTT_URL must look like mqtt://host:port or mqtts://host:port")
         return value
 
-    @field_validator("api_secret_key")
+    @field_validator("api_secret_key", "snapshot_link_key")
     @classmethod
-    def _strong_secret(cls, value: str) -> str:
+    def _strong_secret(cls, value: str, info: ValidationInfo) -> str:
         if value and len(value) < MIN_SECRET_LENGTH:
-            raise ValueError(f"GW_API_SECRET_KEY must have at least {MIN_SECRET_LENGTH} characters")
+            name = f"GW_{(info.field_name or '').upper()}"
+            raise ValueError(f"{name} must have at least {MIN_SECRET_LENGTH} characters")
         return value
 
     @property
@@ -124,12 +129,19 @@ class Settings(BaseSettings):
 
     def required_api_secret(self) -> str:
         """GW_API_SECRET_KEY, or ``MissingSecretError`` outside development when it is unset."""
-        if not self.api_secret_key and not self.development:
+        return self._required_secret("api_secret_key", self.api_secret_key)
+
+    def required_snapshot_link_key(self) -> str:
+        """GW_SNAPSHOT_LINK_KEY, or ``MissingSecretError`` outside development when it is unset."""
+        return self._required_secret("snapshot_link_key", self.snapshot_link_key)
+
+    def _required_secret(self, field: str, value: str) -> str:
+        if not value and not self.development:
             raise MissingSecretError(
-                "GW_API_SECRET_KEY is not set: outside development mode (GW_ENV=production) the "
-                "API has no default secret; generate one with `openssl rand -hex 32`"
+                f"GW_{field.upper()} is not set: outside development mode (GW_ENV=production) "
+                "it has no default; generate one with `openssl rand -hex 32`"
             )
-        return self.api_secret_key
+        return value
 
     @property
     def imagery_root(self) -> Path:

@@ -38,6 +38,7 @@ DOOR_G2 = "zjxc-door-b03-u2"  # building 3: grid g2
 DOOR_G1 = "zjxc-door-b01-u1"  # building 1: grid g1
 ADMIN_PASSWORD = "admin-password-for-tests"
 SECRET = "k" * 40
+LINK_KEY = "l" * 40
 
 
 @dataclass
@@ -70,6 +71,7 @@ def make_settings(
         influx_db=influx_db.database,
         database_url=sql_url,
         api_secret_key=SECRET,
+        snapshot_link_key=LINK_KEY,
         env="production",
         **kw,
     )

@@ -15,12 +15,17 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from alerts.main import act_on_alert
+from alerts.models import AlertNotification
 from api.app import create_app
 from devices.patrol_robot.schema import Detection
 from gridwatch.clock import WallClock
+from gridwatch.settings import Settings
 from imagery.files import ImageFiles, Variant, sha256_hex
+from imagery.links import SnapshotLinks
 from imagery.pipeline import Processor
 from imagery.store import StoredFiles, record_detection, record_image
 from imagery.synthetic import synthetic_snapshot
@@ -53,6 +58,7 @@ class Snapshots:
     rows: dict[str, Stored]
     alert_id: int
     imagery: Path
+    settings: Settings
 
 
 @contextmanager
@@ -177,7 +183,7 @@ def snaps(
         )
         assert created.status_code == 201, created.text
         api.headers["worker2"] = login(client, "worker2", "worker2-password")
-        yield Snapshots(api, rows, alert_id, imagery)
+        yield Snapshots(api, rows, alert_id, imagery, settings)
 
 
 def listed(s: Snapshots, role: str, **params: str) -> list[str]:
@@ -274,3 +280,69 @@ def test_an_alert_lists_its_snapshots(snaps: Snapshots) -> None:
         assert detail["snapshots"][0]["thumbnail_url"] == f"/api/v1/snapshots/{a}/thumbnail.jpg"
     # The alert is routed to g1: g2's worker does not see it, nor its snapshot through it.
     assert snaps.api.get("worker2", f"/api/v1/alerts/{snaps.alert_id}").status_code == 404
+
+
+def signed_path(s: Snapshots, letter: str, variant: Variant, expires_s: int) -> str:
+    """The path and query of a signed link, as the alerts service signs it."""
+    return SnapshotLinks.from_settings(s.settings).url("", s.rows[letter].id, variant, expires_s)
+
+
+def test_a_signed_link_opens_without_a_header(snaps: Snapshots) -> None:
+    later = WallClock().now_ms() // 1000 + 600
+    # B belongs to no alert: the signature, not a role, is the permission.
+    for variant in (Variant.PRIVACY, Variant.THUMBNAIL):
+        response = snaps.api.client.get(signed_path(snaps, "B", variant, later))
+        assert response.status_code == 200, response.text
+        assert response.content == snaps.rows["B"].files[variant]
+    # A header alone works as before.
+    assert fetch(snaps, "worker2", "B", Variant.PRIVACY)[0] == 200
+
+
+def test_a_changed_or_expired_link_is_refused(snaps: Snapshots) -> None:
+    now_s = WallClock().now_ms() // 1000
+    good = signed_path(snaps, "A", Variant.PRIVACY, now_s + 600)
+    a, b = snaps.rows["A"].id, snaps.rows["B"].id
+    query = good.partition("?")[2]
+    forged = {
+        "another snapshot": f"/api/v1/snapshots/{b}/privacy.jpg?{query}",
+        "another variant": f"/api/v1/snapshots/{a}/thumbnail.jpg?{query}",
+        "a later expiry": good.replace(f"expires={now_s + 600}", f"expires={now_s + 6000}"),
+        "another signature": good[:-1] + ("1" if good[-1] != "1" else "2"),
+        "no signature": f"/api/v1/snapshots/{a}/privacy.jpg?expires={now_s + 600}",
+    }
+    for what, path in forged.items():
+        response = snaps.api.client.get(path)
+        assert response.status_code == 403, what
+        assert "sig" in response.json()["detail"], what
+    expired = snaps.api.client.get(signed_path(snaps, "A", Variant.PRIVACY, now_s - 1))
+    assert expired.status_code == 403 and "expired" in expired.json()["detail"]
+    # The privacy version's signature never opens the original, faces unblurred.
+    original = snaps.api.client.get(f"/api/v1/snapshots/{a}/original.jpg?{query}")
+    assert original.status_code in (401, 403)
+    assert (
+        snaps.api.get("operator", f"/api/v1/snapshots/{a}/original.jpg?{query}").status_code == 403
+    )
+    metrics = snaps.api.get("admin", "/metrics").text
+    assert 'route="/api/v1/snapshots/{snapshot}/privacy.jpg",status="403"' in metrics
+
+
+def test_the_notification_link_opens_through_the_api(snaps: Snapshots) -> None:
+    act_on_alert(snaps.settings, "acknowledge", snaps.alert_id, "tester")
+    engine = make_engine(snaps.settings.sql_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            contents = session.scalars(
+                select(AlertNotification.content).where(
+                    AlertNotification.alert_id == snaps.alert_id
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    links = {content["event"]["snapshot_link"] for content in contents}
+    assert len(links) == 1
+    link = links.pop()
+    assert link.startswith(f"{snaps.settings.alerts_base_url}/api/v1/snapshots/")
+    assert all(link in content["markdown"] for content in contents)
+    response = snaps.api.client.get(link.removeprefix(snaps.settings.alerts_base_url))
+    assert response.status_code == 200, response.text
+    assert response.content == snaps.rows["A"].files[Variant.PRIVACY]

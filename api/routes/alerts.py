@@ -355,7 +355,11 @@ def _act(
     state: AppState, principal: Principal, alert_id: int, action: str, text: str | None
 ) -> Alert:
     store = AlertStore(
-        default_rules(), Router(), base_url=state.settings.alerts_base_url, wall=state.clock
+        default_rules(),
+        Router(),
+        base_url=state.settings.alerts_base_url,
+        wall=state.clock,
+        links=state.links,
     )
     now = state.clock.now_ms()
     try:

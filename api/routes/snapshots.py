@@ -6,14 +6,21 @@ snapshots of a robot in their grids (as they see its state), and those that
 belong to an alert routed to their grids. The privacy version and the
 thumbnail go to whoever sees the snapshot; the robot's original bytes, faces
 unblurred, to admins only.
+
+The privacy version and the thumbnail also open from a signed link
+(``?expires=&sig=``, ``imagery/links.py``) without any header: the link the
+alerts service sends to the people it notifies. The signature is the
+permission, so no role is checked then; a link is refused (403) once it has
+expired, if anything in it was changed, and always for the original.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Security
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 from sqlalchemy import Select, false, func, or_, select
@@ -22,12 +29,24 @@ from sqlalchemy.orm import Session
 from alerts.models import Alert
 from api.access import Principal
 from api.crud import Page, in_community, paginate
-from api.deps import AdminUser, CommunityQuery, CurrentUser, PagingDep, RowId, SessionDep, StateDep
+from api.deps import (
+    AdminUser,
+    CommunityQuery,
+    CurrentUser,
+    PagingDep,
+    RowId,
+    SessionDep,
+    StateDep,
+    api_key_header,
+    current_principal,
+    oauth2,
+)
 from api.routes.devices import allowed_devices
 from api.state import AppState
 from devices.contract import DEVICE_ID_RE, EPOCH_MS_MAX
 from devices.patrol_robot import KIND as ROBOT
 from imagery.files import ImageFiles, Variant
+from imagery.links import LinkRefused
 from imagery.models import Snapshot
 from imagery.store import alerts_for_snapshot, file_sha256, get_snapshot, snapshots_for_alert
 
@@ -41,6 +60,17 @@ JPEG_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/jpeg": {}}, "description": "the JPEG"},
     404: {"description": "no such snapshot for you, or its image has not arrived"},
 }
+SIGNED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    **JPEG_RESPONSE,
+    403: {"description": "a signed link that has expired or does not match"},
+}
+# A link's expiry, as Unix seconds: bounded so that no request makes a huge integer.
+Expires = Annotated[
+    int | None, Query(ge=0, le=2**53, description="signed link: valid until (Unix seconds)")
+]
+Signature = Annotated[
+    str | None, Query(max_length=128, description="signed link: its HMAC-SHA256 (hex)")
+]
 
 
 class SnapshotPublic(BaseModel):
@@ -251,22 +281,59 @@ def _image(state: AppState, row: Snapshot, variant: Variant) -> FileResponse:
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": IMAGE_CACHE})
 
 
-@router.get("/{snapshot}/privacy.jpg", response_class=FileResponse, responses=JPEG_RESPONSE)
+def image_reader(variant: Variant) -> Callable[..., Coroutine[Any, Any, Principal | None]]:
+    """Who fetches ``variant``: the user behind the header, or None for a valid signed link."""
+
+    async def reader(
+        snapshot: RowId,
+        state: StateDep,
+        token: Annotated[str | None, Security(oauth2)],
+        api_key: Annotated[str | None, Security(api_key_header)],
+        expires: Expires = None,
+        sig: Signature = None,
+    ) -> Principal | None:
+        if expires is None and sig is None:
+            return await current_principal(state, token, api_key)
+        if expires is None or sig is None:
+            raise HTTPException(403, "a signed link needs both expires and sig")
+        try:
+            state.links.check(snapshot, variant, expires, sig, state.clock.now_ms() // 1000)
+        except LinkRefused as exc:
+            raise HTTPException(403, str(exc)) from None
+        return None
+
+    return reader
+
+
+def _readable(
+    state: AppState, session: Session, reader: Principal | None, snapshot: int
+) -> Snapshot:
+    if reader is not None:
+        return visible_snapshot(state, session, reader, snapshot)[0]
+    row = get_snapshot(session, snapshot)
+    if row is None:  # deleted by retention since the link was made
+        raise HTTPException(404, f"snapshot {snapshot} not found")
+    return row
+
+
+PrivacyReader = Annotated[Principal | None, Depends(image_reader(Variant.PRIVACY))]
+ThumbnailReader = Annotated[Principal | None, Depends(image_reader(Variant.THUMBNAIL))]
+
+
+@router.get("/{snapshot}/privacy.jpg", response_class=FileResponse, responses=SIGNED_RESPONSE)
 def privacy_image(
-    snapshot: RowId, principal: CurrentUser, state: StateDep, session: SessionDep
+    snapshot: RowId, reader: PrivacyReader, state: StateDep, session: SessionDep
 ) -> FileResponse:
-    """The frame with faces and people blurred."""
-    row, _ = visible_snapshot(state, session, principal, snapshot)
-    return _image(state, row, Variant.PRIVACY)
+    """The frame with faces and people blurred (a header, or a signed link)."""
+    return _image(state, _readable(state, session, reader, snapshot), Variant.PRIVACY)
 
 
-@router.get("/{snapshot}/thumbnail.jpg", response_class=FileResponse, responses=JPEG_RESPONSE)
+@router.get("/{snapshot}/thumbnail.jpg", response_class=FileResponse, responses=SIGNED_RESPONSE)
 def thumbnail_image(
-    snapshot: RowId, principal: CurrentUser, state: StateDep, session: SessionDep
+    snapshot: RowId, reader: ThumbnailReader, state: StateDep, session: SessionDep
 ) -> FileResponse:
-    """A small copy of the privacy version (320 px wide)."""
-    row, _ = visible_snapshot(state, session, principal, snapshot)
-    return _image(state, row, Variant.THUMBNAIL)
+    """A small copy of the privacy version, 320 px wide (a header, or a signed link)."""
+    return _image(state, _readable(state, session, reader, snapshot), Variant.THUMBNAIL)
 
 
 @router.get(
