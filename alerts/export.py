@@ -4,7 +4,9 @@ Measurement ``alert_event``, one point per transition at its time. Tags:
 ``community``, ``rule``, ``severity``, ``kind``, ``transition`` (opened,
 acknowledged, escalated, resolved). Fields: ``alert_id``, ``device_id``,
 ``subject``, ``place``, ``title`` (strings) and ``open`` (integer: +1 opened,
--1 resolved, 0 otherwise).
+-1 resolved, 0 otherwise); for an alert that names a frame (a robot's),
+``snapshot_link``: the signed link to its privacy version, which Grafana's
+patrol dashboard opens (the browser sends no credentials).
 
 ``sum("open")`` over time is the number of open alerts. Transitions are marked
 ``exported`` once InfluxDB has them, so an outage delays them and loses none.
@@ -15,6 +17,7 @@ other (a burst of same-rule alerts): the later one is moved 1 ms on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -27,11 +30,15 @@ log = logging.getLogger("gridwatch.alerts")
 
 MEASUREMENT = "alert_event"
 OPEN_DELTA = {OPENED: 1, RESOLVED: -1}
+# The signed link to the frame an alert names, if any (``AlertStore.frame_link``).
+FrameLink = Callable[[Session, Alert], str | None]
 # Remember this many written times per series to move colliding points apart.
 _REMEMBERED = 10_000
 
 
-def alert_event_point(alert: Alert, step: AlertTransition) -> Point:
+def alert_event_point(
+    alert: Alert, step: AlertTransition, snapshot_link: str | None = None
+) -> Point:
     """The point of one transition."""
     tags = {
         "community": alert.community_id,
@@ -48,15 +55,20 @@ def alert_event_point(alert: Alert, step: AlertTransition) -> Point:
         "title": alert.title,
         "open": OPEN_DELTA.get(step.transition, 0),
     }
+    if snapshot_link is not None:
+        fields["snapshot_link"] = snapshot_link
     return Point(MEASUREMENT, tags, fields, step.at_ms)
 
 
 class TransitionExporter:
     """Writes the transitions InfluxDB does not have yet, oldest first."""
 
-    def __init__(self, influx: InfluxClient, batch: int = 1000) -> None:
+    def __init__(
+        self, influx: InfluxClient, batch: int = 1000, frame_link: FrameLink | None = None
+    ) -> None:
         self._influx = influx
         self._batch = batch
+        self._frame_link = frame_link
         self._written: dict[tuple[tuple[str, str], ...], set[int]] = {}
 
     def export(self, session: Session) -> int:
@@ -70,7 +82,10 @@ class TransitionExporter:
         ).all()
         if not rows:
             return 0
-        lines = [encode_point(self._apart(alert_event_point(alert, step))) for step, alert in rows]
+        lines = [
+            encode_point(self._apart(alert_event_point(alert, step, self._link(session, alert))))
+            for step, alert in rows
+        ]
         try:
             self._influx.write("\n".join(lines).encode())
         except InfluxRejected as exc:  # the same body would fail again: do not block the rest
@@ -80,6 +95,9 @@ class TransitionExporter:
             update(AlertTransition).where(AlertTransition.id.in_(ids)).values(exported=True)
         )
         return len(rows)
+
+    def _link(self, session: Session, alert: Alert) -> str | None:
+        return None if self._frame_link is None else self._frame_link(session, alert)
 
     def _apart(self, point: Point) -> Point:
         series = tuple(sorted(point.tags.items()))

@@ -33,11 +33,13 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
+from sqlalchemy.orm import Session
 
 from alerts.channels import standard_channels
 from alerts.directory import escalation_overrides, load_directory
 from alerts.engine import Engine, default_rules
 from alerts.export import TransitionExporter
+from alerts.models import Alert
 from alerts.outbox import Dispatcher, RetryPolicy
 from alerts.routing import Router
 from alerts.sql import Database
@@ -218,12 +220,15 @@ class AlertService:
             ),
         ]
         if influx is not None:
-            exporter = TransitionExporter(influx)
+            exporter = TransitionExporter(influx, frame_link=self._frame_link)
             self._threads.append(
                 threading.Thread(
                     target=self._export_loop, args=(exporter,), name="alerts-export", daemon=True
                 )
             )
+
+    def _frame_link(self, session: Session, alert: Alert) -> str | None:
+        return self.processor.store.frame_link(session, alert, self.clock.now_ms())
 
     def _new_processor(self) -> AlertProcessor:
         return AlertProcessor(

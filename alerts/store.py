@@ -288,6 +288,13 @@ class AlertStore:
         alert.open_key = None
         return at_ms
 
+    def frame_link(self, session: Session, alert: Alert, now_ms: int) -> str | None:
+        """The signed link to the frame the alert names (its privacy version), if it names one."""
+        frame = named_snapshot(session, alert)
+        if frame is None:
+            return None
+        return self._links.link(session, self._base_url, frame, Variant.PRIVACY, now_ms)
+
     def _told(self, session: Session, alert_id: int) -> list[Recipient]:
         """The people (with their channels) who were notified of this alert."""
         rows = session.execute(
@@ -316,7 +323,6 @@ class AlertStore:
         session.add(step)
         book = self._router.book(session, alert.community_id)
         told = [] if transition != ESCALATED else self._told(session, alert.id)
-        frame = named_snapshot(session, alert)
         now = self._wall.now_ms()
         content = render(
             alert,
@@ -324,9 +330,7 @@ class AlertStore:
             tz=book.tz,
             base_url=self._base_url,
             told=list(dict.fromkeys(r.name for r in told)),
-            snapshot=None
-            if frame is None
-            else self._links.link(session, self._base_url, frame, Variant.PRIVACY, now),
+            snapshot=self.frame_link(session, alert, now),
         )
         # A member of a group (a lamp under its circuit) tells people nothing new, but
         # whoever heard of it before the group formed hears that it is over.

@@ -19,7 +19,6 @@ from grafana_foundation_sdk.builders.dashboard import (
     DashboardLink,
     QueryVariable,
     Row,
-    TextBoxVariable,
 )
 from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
@@ -83,11 +82,6 @@ def tag_variable(name: str, label: str, measurement: str) -> QueryVariable:
         .include_all(True)
         .all_value(".*")
     )
-
-
-def text_variable(name: str, label: str, default: str) -> TextBoxVariable:
-    """A free-text setting of the screen, e.g. where the API answers."""
-    return TextBoxVariable(name).label(label).default_value(default)
 
 
 def alert_annotation(kind: str | None) -> AnnotationQuery:

@@ -121,10 +121,11 @@ def open_alerts(kind: str | None, group_by: Sequence[str]) -> str:
     return select('sum("open") AS "open"', ident(ALERT_EVENT), where, group_by)
 
 
-def alert_transitions(kind: str | None) -> str:
-    """The alert log of the time range, newest first."""
+def alert_transitions(kind: str | None, *more: str) -> str:
+    """The alert log of the time range, newest first (``more``: fields a kind's alerts add)."""
     where = [COMMUNITY, TIME] + ([tag_is("kind", kind)] if kind else [])
-    columns = '"title", "place", "severity", "transition", "rule", "device_id", "alert_id"'
+    names = ("title", "place", "severity", "transition", "rule", "device_id", "alert_id", *more)
+    columns = ", ".join(ident(name) for name in names)
     return select(columns, ident(ALERT_EVENT), where, tail="ORDER BY time DESC LIMIT 100")
 
 

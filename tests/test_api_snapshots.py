@@ -18,8 +18,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from alerts.engine import default_rules
+from alerts.export import MEASUREMENT, TransitionExporter
 from alerts.main import act_on_alert
 from alerts.models import AlertNotification
+from alerts.routing import Router
+from alerts.store import AlertStore
 from api.app import create_app
 from devices.patrol_robot.schema import Detection
 from gridwatch.clock import WallClock
@@ -343,6 +347,30 @@ def test_the_notification_link_opens_through_the_api(snaps: Snapshots) -> None:
     link = links.pop()
     assert link.startswith(f"{snaps.settings.alerts_base_url}/api/v1/snapshots/")
     assert all(link in content["markdown"] for content in contents)
+    response = snaps.api.client.get(link.removeprefix(snaps.settings.alerts_base_url))
+    assert response.status_code == 200, response.text
+    assert response.content == snaps.rows["A"].files[Variant.PRIVACY]
+
+
+def test_the_dashboards_link_opens_through_the_api(snaps: Snapshots) -> None:
+    """The patrol dashboard links to the ``snapshot_link`` the alerts service exports."""
+    act_on_alert(snaps.settings, "acknowledge", snaps.alert_id, "tester")
+    store = AlertStore(
+        default_rules(),
+        Router(),
+        base_url=snaps.settings.alerts_base_url,
+        wall=WallClock(),
+        links=SnapshotLinks.from_settings(snaps.settings),
+    )
+    exporter = TransitionExporter(
+        snaps.api.influx,
+        frame_link=lambda session, alert: store.frame_link(session, alert, WallClock().now_ms()),
+    )
+    with transaction(snaps.settings.sql_url) as session:
+        assert exporter.export(session) == 1
+    series = snaps.api.influx.query(f'SELECT "snapshot_link" FROM "{MEASUREMENT}"')
+    (link,) = [row["snapshot_link"] for s in series for row in s.records()]
+    assert isinstance(link, str)
     response = snaps.api.client.get(link.removeprefix(snaps.settings.alerts_base_url))
     assert response.status_code == 200, response.text
     assert response.content == snaps.rows["A"].files[Variant.PRIVACY]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dashboards.board import Board, text_variable
+from dashboards.board import Board
 from dashboards.influxql import InfluxQL
 from dashboards.widgets import (
     COMMUNITY,
@@ -25,12 +25,9 @@ ROBOTS = ident(KIND.measurement)
 EVENTS = ident(KIND.measurement_event)
 # A night runs from one local noon to the next (04:00 UTC at UTC+8): one patrol per bucket.
 NIGHTLY = "time(1d, 4h)"
-# Where an operator's browser reaches the API, for the snapshot links.
-API_VARIABLE = "api"
-SNAPSHOT_URL = (
-    f"${{{API_VARIABLE}}}/api/v1/devices/${{__data.fields.device_id}}"
-    "/snapshots/${__data.fields.snapshot_id}"
-)
+# The alerts service writes each robot alert's signed link to its frame (alerts/export.py):
+# a browser sends Grafana's users no credentials to the API, so the link carries its own.
+SNAPSHOT_LINK = "snapshot_link"
 
 
 def board() -> Board:
@@ -122,20 +119,24 @@ def board() -> Board:
             stacked=True,
             span=12,
         ),
+        table_panel(
+            "检测记录 Detections",
+            InfluxQL(log),
+            renames={"scene": "场景", "confidence": "置信度"},
+            span=12,
+            height=10,
+        ),
         link_column(
             table_panel(
-                "检测记录 Detections and snapshots",
-                InfluxQL(log),
-                renames={"scene": "场景", "confidence": "置信度"},
+                "巡逻告警与抓拍 Patrol alerts and snapshots",
+                InfluxQL(alert_transitions(KIND.name, SNAPSHOT_LINK)),
                 span=12,
                 height=10,
+                description="抓拍链接打开告警现场照片（已打码）, 在照片保存期内有效",
             ),
-            "snapshot_id",
-            "抓拍 Snapshot",
-            SNAPSHOT_URL,
-        ),
-        table_panel(
-            "巡逻告警 Patrol alerts", InfluxQL(alert_transitions(KIND.name)), span=12, height=10
+            SNAPSHOT_LINK,
+            "抓拍（已打码） Snapshot",
+            f"${{__data.fields.{SNAPSHOT_LINK}}}",
         ),
     ]
     return Board(
@@ -143,6 +144,5 @@ def board() -> Board:
         title="巡逻 Patrol",
         description="无人巡逻车: 路线与位置, 电量, 每晚巡更覆盖, 场景检测与抓拍",
         kind=KIND.name,
-        variables=[text_variable(API_VARIABLE, "API", "http://127.0.0.1:8000")],
         sections=[("巡逻 Patrol", patrol), ("覆盖与检测 Coverage and detections", coverage)],
     )
