@@ -1,11 +1,10 @@
-"""Sessions for the alerts service, with SQLite's one-writer rule kept inside the process.
+"""Sessions for the alerts service: reads, and write transactions that wait their turn.
 
-The registry begins SQLite transactions with a plain (deferred) ``BEGIN``. In
-WAL mode a transaction that reads and then writes fails at once ("database is
-locked", SQLITE_BUSY_SNAPSHOT) if another connection committed in between,
-instead of waiting. The service's threads (processor, senders, exporter) all
-read before they write, so on SQLite their write transactions take turns on a
-lock; PostgreSQL needs none.
+Write transactions go through ``registry.db.writing``: on SQLite they hold the
+write lock from their first statement, so a transaction that reads before it
+writes waits for another process's writer instead of failing with "database is
+locked". The service's own threads (processor, senders, exporter) take turns on
+a lock first: SQLite's busy handler would make them wait by polling with sleeps.
 """
 
 from __future__ import annotations
@@ -16,6 +15,8 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
+
+from registry.db import writing
 
 
 class Database:
@@ -34,5 +35,5 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction: committed at the end, rolled back on an error."""
-        with self._lock, self.sessions.begin() as session:
+        with self._lock, writing(self.sessions) as session:
             yield session

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import anyio.to_thread
 import paho.mqtt.client as mqtt
 from anyio import CapacityLimiter
-from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from alerts.sql import Database
@@ -78,33 +76,6 @@ class TtlCache(Generic[V]):
         """Forget everything (a user or key changed)."""
         with self._lock:
             self._entries.clear()
-
-
-class WriterDatabase(Database):
-    """Write transactions that hold SQLite's write lock from their first statement.
-
-    The API shares the SQLite file with the alerts and imagery services. A deferred
-    transaction that reads and then writes fails at once ("database is locked") when
-    another process committed in between, and an acknowledgement read the alert
-    before writing it: under ``make run`` one in a few failed with a 500. Taking the
-    lock first, the transaction waits for the other writer (the 30 s busy timeout)
-    and then reads the latest data.
-    """
-
-    _TAKE_WRITE_LOCK = text("DELETE FROM users WHERE 0")  # no row: only the lock
-
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
-        super().__init__(sessions)
-        bind = sessions.kw.get("bind")
-        self._sqlite = bind is not None and bind.dialect.name == "sqlite"
-
-    @contextmanager
-    def write(self) -> Iterator[Session]:
-        """A transaction: committed at the end, rolled back on an error."""
-        with super().write() as session:
-            if self._sqlite:
-                session.execute(self._TAKE_WRITE_LOCK)
-            yield session
 
 
 @dataclass(frozen=True)
@@ -187,7 +158,7 @@ class AppState:
         links = SnapshotLinks.from_settings(settings)
         engine = make_engine(settings.sql_url)
         sessions = make_sessionmaker(engine)
-        database = WriterDatabase(sessions)
+        database = Database(sessions)
         clock = WallClock()
         grid_maps = GridMaps()
         live = LiveHub(sessions, grid_maps)

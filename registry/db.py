@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,10 @@ ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
 # Any constant works: it only has to be the same in every process that migrates.
 _MIGRATION_LOCK_ID = 0x67726964  # "grid"
 SQLITE_BUSY_TIMEOUT_S = 30.0
+# Execution options of a connection whose transaction will write: on SQLite it
+# begins with BEGIN IMMEDIATE (see writing()).
+_WRITER = "gridwatch_writer"
+WRITER_OPTIONS = {_WRITER: True}
 
 
 def make_engine(url: str) -> Engine:
@@ -39,6 +45,22 @@ def make_engine(url: str) -> Engine:
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """A session factory bound to ``engine``; objects stay readable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def writing(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """A write transaction, committed at the end; on SQLite it holds the write lock from
+    its first statement.
+
+    Several processes share the SQLite file (ingest, alerts, imagery, the API). In
+    WAL mode a deferred transaction that reads and then writes fails at once
+    ("database is locked", SQLITE_BUSY_SNAPSHOT) when another process committed in
+    between, without waiting for the busy timeout. A transaction that takes the lock
+    first waits for the other writer instead, then reads the latest data.
+    """
+    with sessions.begin() as session:
+        session.connection(execution_options=WRITER_OPTIONS)
+        yield session
 
 
 def migrate(url: str) -> None:
@@ -89,7 +111,8 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _begin_sqlite_transaction(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN")
+    writer = connection.get_execution_options().get(_WRITER, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
 
 def _lock_against_concurrent_migrations(connection: Connection) -> None:
