@@ -9,6 +9,7 @@ import msgspec
 
 from devices import KINDS
 from devices.contract import Community, DeviceRecord
+from devices.simulation import Outgoing
 
 COMMUNITY = Community(id="zjxc", name="张家新村", lat=36.8131, lon=118.0549)
 NOW_MS = 1_795_000_000_000
@@ -58,11 +59,21 @@ def record(kind: str, device_id: str | None = None) -> DeviceRecord:
 def sample_payloads(
     kind: str, hours: float = 24, start_ms: int = NOW_MS
 ) -> list[tuple[str, bytes]]:
-    """(channel, payload) pairs a simulated device of ``kind`` publishes over ``hours``."""
+    """(channel, payload) pairs a simulated device of ``kind`` publishes over ``hours``.
+
+    A snapshot's channel carries its id (``snapshot/{snapshot_id}``) and its payload
+    is the JPEG, as on the wire.
+    """
     sim = KINDS[kind].simulate(record(kind), COMMUNITY, random.Random(7), start_ms)
     out: list[tuple[str, bytes]] = []
     end = start_ms + int(hours * 3_600_000)
     while sim.next_due_ms() <= end:
         for message in sim.run_due(sim.next_due_ms()):
-            out.append((message.channel.value, msgspec.json.encode(message.payload)))
+            out.append(_on_the_wire(message))
     return out
+
+
+def _on_the_wire(message: Outgoing) -> tuple[str, bytes]:
+    if message.image is not None:
+        return f"{message.channel.value}/{message.payload['snapshot_id']}", message.image
+    return message.channel.value, msgspec.json.encode(message.payload)
