@@ -25,6 +25,7 @@ from alerts.models import Alert, AlertNotification
 from alerts.service import AlertProcessor, AlertsConfig, AlertService
 from alerts.sql import Database
 from broker.address import BrokerAddress
+from devices.contract import Channel, device_topic
 from gridwatch.clock import SimulatedClock, WallClock
 from gridwatch.settings import Settings
 from imagery.files import ImageFiles, Variant
@@ -111,6 +112,10 @@ def play_on_the_broker(sessions: sessionmaker[Session], broker_url: str, scenari
     fleet.wait_connected()
     simulation.announce(online=True)
     simulation.run(end, threading.Event())
+    # The broker is shared: an empty retained status leaves no robot behind for the
+    # next tests' subscribers (ingest's self-report counts what it receives).
+    status = device_topic(played.community, "patrol_robot", ROBOT, Channel.STATUS)
+    fleet.publish(ROBOT, status, b"", retain=True)
     assert fleet.flush(30), "the broker did not take every message"
     fleet.close()
     return start
