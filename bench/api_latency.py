@@ -61,6 +61,7 @@ from registry.db import make_engine, make_sessionmaker
 from registry.models import Grid
 from registry.records import load_communities, load_devices
 from simulators.engine import Simulation
+from simulators.memory import MemoryTransport
 from stack.servers import free_port
 
 DATABASE = "apibench"
@@ -126,48 +127,23 @@ class Run:
         return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
-class _Recorder:
-    """A simulator transport that keeps the messages in memory (no broker)."""
-
-    unconfirmed = 0
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-
-    def publish(self, device_id: str, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Keep one message."""
-        self.messages.append((topic, payload))
-
-    def poll(self, timeout: float) -> None:
-        """No network: nothing to do."""
-
-    def drop(self, device_id: str) -> None:
-        """No connections to lose."""
-
-    def restore(self, device_id: str) -> None:
-        """No connections to restore."""
-
-
 def seed(stack: Stack) -> None:
     """A simulated day of the demo community in InfluxDB, alerts and an operator in SQL."""
     sessions = make_sessionmaker(make_engine(stack.sql_url))
     with sessions() as session:
         communities, devices = load_communities(session), load_devices(session)
     now = WallClock().now_ms()
-    recorder = _Recorder()
-    simulation = Simulation(
-        communities,
-        devices,
-        clock=SimulatedClock(now - DAY_MS, speed=0),
-        seed=7,
-        transport=recorder,
-    )
+    clock = SimulatedClock(now - DAY_MS, speed=0)
+    recorder = MemoryTransport(clock, devices)
+    simulation = Simulation(communities, devices, clock=clock, seed=7, transport=recorder)
     simulation.announce(online=True)
     simulation.run(now, threading.Event())
     by_id = {d.device_id: d for d in devices}
     lines = []
-    for topic, payload in recorder.messages:
-        outcome = decode_message(topic, payload, devices=by_id, now_ms=now, limits=Limits())
+    for message in recorder.messages:
+        outcome = decode_message(
+            message.topic, message.payload, devices=by_id, now_ms=now, limits=Limits()
+        )
         if isinstance(outcome, Accepted):
             lines.append(outcome.line)
     with InfluxClient(stack.influxd.url, DATABASE) as influx:

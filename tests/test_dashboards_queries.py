@@ -40,6 +40,7 @@ from registry.demo import DEMO_COMMUNITY_FILE
 from registry.importer import import_file
 from registry.records import load_communities, load_devices
 from simulators.engine import Simulation
+from simulators.memory import MemoryTransport
 from stack.servers import Influxd
 
 pytestmark = pytest.mark.integration
@@ -51,22 +52,6 @@ BATCH = 5000
 NICE_INTERVALS_S = (1, 5, 10, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 21600, 86400)
 MAX_DATA_POINTS = 1000
 GRAFANA_BUILTINS = {"timeFilter", "__interval", "__interval_ms"}
-
-
-class Recorder:
-    """A simulator transport that keeps the messages (no broker: decoded directly)."""
-
-    unconfirmed = 0
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-
-    def publish(self, device_id: str, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Keep one message."""
-        self.messages.append((topic, payload))
-
-    def poll(self, timeout: float) -> None:
-        """Nothing to do: no network."""
 
 
 class Night:
@@ -231,10 +216,9 @@ def night(influxd: Influxd, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     communities, devices = demo_registry(tmp_path_factory.mktemp("registry"))
     by_id = {d.device_id: d for d in devices}
     start, end = window()
-    recorder = Recorder()
-    simulation = Simulation(
-        communities, devices, clock=SimulatedClock(start, speed=0), seed=7, transport=recorder
-    )
+    clock = SimulatedClock(start, speed=0)
+    recorder = MemoryTransport(clock, devices)
+    simulation = Simulation(communities, devices, clock=clock, seed=7, transport=recorder)
     simulation.announce(online=True)
     simulation.run(end, threading.Event())
     # Last wills of a few devices: they show as offline.
@@ -247,7 +231,8 @@ def night(influxd: Influxd, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
     now = WallClock().now_ms()
     lines = []
-    for topic, payload in [*recorder.messages, *scripted, *wills]:
+    recorded = [(m.topic, m.payload) for m in recorder.messages]
+    for topic, payload in [*recorded, *scripted, *wills]:
         arrival = end + 1000 if (topic, payload) in wills else now
         outcome = decode_message(topic, payload, devices=by_id, now_ms=arrival, limits=Limits())
         assert isinstance(outcome, Accepted), (topic, payload, outcome)
