@@ -79,6 +79,7 @@ from imagery.store import (
     update_camera,
 )
 from ingest.directory import DeviceDirectory, DeviceSource
+from registry.db import writing
 from registry.models import Community
 
 log = logging.getLogger("gridwatch.imagery")
@@ -277,7 +278,7 @@ class ImageryService:
         try:
             records = [self._dispatch(topic, payload, received_ms) for topic, payload in messages]
             self.files.sync()  # the files before the rows that name them
-            with self._sessions.begin() as session:
+            with writing(self._sessions) as session:
                 batch = _Batch(session)
                 for record in records:
                     if record is not None:
@@ -513,7 +514,7 @@ class ImageryService:
 
     def publish_due_evidence(self) -> int:
         """Publish checkpoint evidence left pending (a replica race, a failed publish)."""
-        with self._sessions.begin() as session:
+        with writing(self._sessions) as session:
             return self._publish_evidence(session, list(evidence_due(session)))
 
     def enforce_retention(self) -> int:
@@ -525,14 +526,14 @@ class ImageryService:
         for community in sorted(stored | set(self._communities)):
             days = self.community(community).retention_days or self.config.retention_days
             while True:
-                with self._sessions.begin() as session:
+                with writing(self._sessions) as session:
                     n, orphans = expire(session, community, now - days * DAY_MS, EXPIRE_BATCH)
                 self._delete(orphans)
                 deleted += n
                 self.metrics.expired.inc(n)
                 if n < EXPIRE_BATCH:
                     break
-        with self._sessions.begin() as session:
+        with writing(self._sessions) as session:
             expire_orphan_rejections(
                 session, self._communities, now - self.config.retention_days * DAY_MS
             )
