@@ -143,6 +143,11 @@ def unsubscribe_packet(packet_id: int, topic_filter: str) -> bytes:
     return _packet(UNSUBSCRIBE, 0x2, body)
 
 
+def shared(topic_filter: str, group: str) -> str:
+    """``$share/{group}/{filter}`` (replicas in a group split the messages); no group: as is."""
+    return f"$share/{group}/{topic_filter}" if group else topic_filter
+
+
 def unshared(topic_filter: str) -> str | None:
     """The plain filter behind ``$share/{group}/{filter}``; None for a plain filter."""
     if not topic_filter.startswith("$share/"):
@@ -153,6 +158,27 @@ def unshared(topic_filter: str) -> str | None:
 def puback_packets(packet_ids: Iterable[int]) -> bytes:
     """PUBACKs (success, no reason code or properties: the short MQTT 5 form)."""
     return b"".join(b"\x40\x02" + struct.pack("!H", pid) for pid in packet_ids)
+
+
+class Settable(Protocol):
+    """A gauge (prometheus_client's, or anything with ``set``)."""
+
+    def set(self, value: float) -> None: ...
+
+
+def track_connection(subscriber: Subscriber, up: Settable, logger: logging.Logger) -> None:
+    """Keep ``up`` at 1 while ``subscriber`` is connected, and log each change."""
+
+    def connected(session_present: bool) -> None:
+        up.set(1)
+        logger.info("connected to broker (session present: %s)", session_present)
+
+    def disconnected(why: str) -> None:
+        up.set(0)
+        logger.warning("disconnected from broker (%s); reconnecting", why)
+
+    subscriber.on_connected = connected
+    subscriber.on_disconnected = disconnected
 
 
 class Ackable(Protocol):

@@ -53,7 +53,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from alerts.site import DAY_MS
 from broker.address import BrokerAddress
-from broker.subscriber import Delivery, Subscriber
+from broker.subscriber import Delivery, Subscriber, shared, track_connection
 from devices import KIND_NAMES, KINDS
 from devices.contract import Channel, DeviceRecord, TopicError, device_topic, parse_topic
 from devices.patrol_robot.schema import Detection
@@ -132,7 +132,7 @@ class ImageryConfig:
     @property
     def topic(self) -> str:
         """The subscription, shared between replicas when a group is set."""
-        return f"$share/{self.share_group}/{SUBSCRIPTION}" if self.share_group else SUBSCRIPTION
+        return shared(SUBSCRIPTION, self.share_group)
 
 
 class Unavailable(Exception):
@@ -190,8 +190,7 @@ class ImageryService:
             session_expiry_s=SESSION_EXPIRY_S,
             maximum_packet_size=MAX_PACKET_BYTES,
         )
-        self._subscriber.on_connected = self._on_connected
-        self._subscriber.on_disconnected = self._on_disconnected
+        track_connection(self._subscriber, self.metrics.broker_up, log)
         self.subscribed = self._subscriber.subscribed
         self.metrics.backlog.set_function(lambda: len(self._queue))
 
@@ -214,14 +213,6 @@ class ImageryService:
         self._housekeeper.join(timeout)
         self._subscriber.stop()
         self.devices.stop()
-
-    def _on_connected(self, session_present: bool) -> None:
-        self.metrics.broker_up.set(1)
-        log.info("connected to broker (session present: %s)", session_present)
-
-    def _on_disconnected(self, why: str) -> None:
-        self.metrics.broker_up.set(0)
-        log.warning("disconnected from broker (%s); reconnecting", why)
 
     def _on_message(self, delivery: Delivery) -> None:
         with self._wake:

@@ -17,7 +17,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from broker.address import BrokerAddress
-from broker.subscriber import Delivery, Subscriber
+from broker.subscriber import Delivery, Subscriber, shared, track_connection
 from gridwatch.clock import Clock
 from influx.client import BatchTooLarge, InfluxClient, InfluxRejected, InfluxUnavailable
 from ingest.deadletters import ArrivalClock, dead_letter_line
@@ -50,7 +50,7 @@ class IngestConfig:
     @property
     def topic(self) -> str:
         """The subscription, shared between replicas when a group is set."""
-        return f"$share/{self.share_group}/{SUBSCRIPTION}" if self.share_group else SUBSCRIPTION
+        return shared(SUBSCRIPTION, self.share_group)
 
 
 @dataclass(slots=True)
@@ -109,8 +109,7 @@ class Ingestor:
             receive_maximum=config.inflight,
             session_expiry_s=SESSION_EXPIRY_S,
         )
-        self._subscriber.on_connected = self._on_connected
-        self._subscriber.on_disconnected = self._on_disconnected
+        track_connection(self._subscriber, self.metrics.broker_up, log)
         self.subscribed = self._subscriber.subscribed
         self._rejections_seen: dict[Reason, int] = {}
 
@@ -134,14 +133,6 @@ class Ingestor:
         self.report.stop()
 
     # --- network thread -----------------------------------------------------------
-
-    def _on_connected(self, session_present: bool) -> None:
-        self.metrics.broker_up.set(1)
-        log.info("connected to broker (session present: %s)", session_present)
-
-    def _on_disconnected(self, why: str) -> None:
-        self.metrics.broker_up.set(0)
-        log.warning("disconnected from broker (%s); reconnecting", why)
 
     def _on_message(self, delivery: Delivery) -> None:
         outcome = decode_message(
