@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from broker.acl import PRODUCTION_SERVICES, SIMULATOR
 from broker.credentials import Issued, accounts, devices_of, issue, issue_many, revoke
@@ -31,7 +31,7 @@ LOCAL_CREDENTIALS = "broker-credentials.json"
 
 @contextmanager
 def _session(settings: Settings) -> Iterator[Session]:
-    """A session on a registry engine of its own, disposed after: the API calls these often."""
+    """A session on a registry engine of its own (the CLI's), disposed after."""
     engine = make_engine(settings.sql_url)
     try:
         with make_sessionmaker(engine)() as session:
@@ -97,13 +97,15 @@ def listed(settings: Settings) -> list[MqttAccount]:
         return accounts(session)
 
 
-def apply_accounts(settings: Settings) -> bool:
-    """``sync_broker`` for a request that changed accounts: a failure is logged, not raised.
+def apply_accounts(sessions: sessionmaker[Session], settings: Settings) -> bool:
+    """Sync the broker after a request changed accounts (on the caller's registry sessions).
 
-    The change is committed either way; ``gridwatch broker sync`` applies it later.
+    A failure is logged, not raised: the change is committed either way, and
+    ``gridwatch broker sync`` applies it later.
     """
     try:
-        sync_broker(settings)
+        with sessions() as session:
+            sync(session, broker_files(settings))
     except OSError as exc:
         log.error("broker files not written (%s): run `gridwatch broker sync`", exc)
         return False

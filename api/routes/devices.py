@@ -263,7 +263,7 @@ def create_device(body: DeviceCreate, _: AdminUser, state: StateDep) -> DeviceCr
         session.refresh(row)
         credentials = _issue(session, state, row.device_id)
         created = DeviceCreated(**device_public(row).model_dump(), credentials=credentials)
-    apply_accounts(state.settings)
+    apply_accounts(state.sessions, state.settings)
     return created
 
 
@@ -340,7 +340,7 @@ def delete_device(device_id: DeviceId, _: AdminUser, state: StateDep) -> Respons
     """Remove a device from the registry (its data stays in InfluxDB; ingest then rejects it)."""
     with writing(state) as session:
         session.delete(get_or_404(session, Device, device_id, "device"))
-    apply_accounts(state.settings)  # its broker account goes with it
+    apply_accounts(state.sessions, state.settings)  # its broker account goes with it
     return Response(status_code=204)
 
 
@@ -350,7 +350,7 @@ def rotate_credentials(device_id: DeviceId, _: AdminUser, state: StateDep) -> De
     with writing(state) as session:
         get_or_404(session, Device, device_id, "device")
         credentials = _issue(session, state, device_id)
-    apply_accounts(state.settings)
+    apply_accounts(state.sessions, state.settings)
     return credentials
 
 
@@ -362,7 +362,7 @@ def revoke_credentials(device_id: DeviceId, _: AdminUser, state: StateDep) -> Re
             revoke(session, device_id, state.clock.now_ms())
         except UnknownAccount as exc:
             raise HTTPException(404, str(exc)) from None
-    apply_accounts(state.settings)
+    apply_accounts(state.sessions, state.settings)
     return Response(status_code=204)
 
 
