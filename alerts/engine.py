@@ -153,7 +153,10 @@ class Engine:
                 when = self._arrival_in_event_time(received_ms)
                 self.observe(replace(observation, ts=when), received_ms, moves_time=False)
             else:
-                self.observe(observation, received_ms)
+                # The imagery service's checkpoint evidence is about the robot, not from
+                # it, and maybe late: like a camera report, no sign of life.
+                by_backend = observation.values.get("source") == "imagery"
+                self.observe(observation, received_ms, named_only=by_backend)
         else:
             self.outcomes[type(outcome).__name__.lower()] += 1
         return outcome

@@ -186,3 +186,23 @@ def test_every_rule_of_product_md_exists_once() -> None:
         ]
     )  # fmt: skip
     assert all(KINDS[kind].rules for kind in KINDS)
+
+
+def test_imagery_checkpoint_evidence_is_no_sign_of_the_robots_life() -> None:
+    # A backlog of snapshots: the imagery service publishes a checkpoint the robot passed
+    # before it fell silent, on the robot's own topic, after the offline alert opened.
+    robot = device("patrol_robot", "r1")
+    eng = engine(robot)
+    send(eng, robot, "telemetry", T0, mode="charging", battery_pct=90,
+         lat=36.8131, lon=118.0549, speed_mps=0.0)  # fmt: skip
+    eng.advance(T0 + 4 * 60 * MINUTE)
+    assert raised(eng.take_findings()) == [("device.offline", "r1", T0 + 3 * MINUTE)]
+    evidence = {"ts": T0, "seq": 0, "event": "checkpoint", "checkpoint_id": "cp-01",
+                "source": "imagery", "snapshot_id": "snap-1"}  # fmt: skip
+    eng.handle("sc/zjxc/patrol_robot/r1/event", json.dumps(evidence).encode(), T0 + 4 * 60 * MINUTE)
+    assert eng.take_findings() == []  # still offline
+    coverage = eng._slots[("robot.coverage", "r1")].state
+    assert "cp-01" in coverage.passed
+    # The robot's own checkpoint event is its word: it is back.
+    send(eng, robot, "event", T0 + 4 * 60 * MINUTE, event="checkpoint", checkpoint_id="cp-02")
+    assert [(f.rule, f.raised) for f in eng.take_findings()] == [("device.offline", False)]

@@ -206,3 +206,14 @@ def test_snapshots_only_from_kinds_that_send_them() -> None:
     assert isinstance(decode("patrol_robot", "snapshot/s-1", b"\xff\xd8jpeg"), Accepted)
     outcome = decode("door", "snapshot/s-1", b"\xff\xd8jpeg")
     assert isinstance(outcome, Rejected) and outcome.reason is Reason.BAD_TOPIC
+
+
+def test_imagery_checkpoint_evidence_is_stored_with_its_source() -> None:
+    body = {"ts": NOW_MS, "seq": 0, "event": "checkpoint", "checkpoint_id": "cp-07",
+            "source": "imagery", "snapshot_id": "snap-1"}  # fmt: skip
+    outcome = decode("patrol_robot", "event", json.dumps(body).encode())
+    assert isinstance(outcome, Accepted)
+    assert outcome.point.fields["source"] == "imagery"
+    assert outcome.point.fields["snapshot_id"] == "snap-1"
+    forged = decode("patrol_robot", "event", json.dumps({**body, "source": "robot"}).encode())
+    assert isinstance(forged, Rejected)

@@ -66,6 +66,10 @@ class CheckpointPassed(Event, tag="checkpoint", kw_only=True):
     checkpoint_id: OpaqueId
     lat: Latitude | None = None
     lon: Longitude | None = None
+    # Set by the imagery service when a snapshot showed the checkpoint's QR plate: the
+    # backend's evidence, not the robot's own word (so not a sign of the robot's life).
+    source: Literal["imagery"] | None = None
+    snapshot_id: SnapshotId | None = None
 
 
 PatrolRobotEvent = Detection | CheckpointPassed
