@@ -12,7 +12,7 @@ from api.models import Role
 from api.routes.users import ApiKeyCreate, UserCreate, create_user, issue_api_key
 from gridwatch.clock import WallClock
 from gridwatch.settings import Settings
-from registry.db import make_engine, make_sessionmaker, migrate
+from registry.db import make_engine, make_sessionmaker, migrate, writing
 
 
 def add_user(
@@ -39,7 +39,9 @@ def add_user(
     now = WallClock().now_ms()
     engine = make_engine(settings.sql_url)
     try:
-        with make_sessionmaker(engine).begin() as session:
+        # It reads (the community, the grids) before it writes, while the services
+        # may be writing the same SQLite file: writing() waits for them.
+        with writing(make_sessionmaker(engine)) as session:
             user = create_user(session, body, now)
             key = issue_api_key(session, user, ApiKeyCreate(name="cli"), now) if api_key else None
     except HTTPException as exc:

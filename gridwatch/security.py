@@ -22,7 +22,7 @@ from broker.files import BrokerFiles, Synced, sync
 from broker.models import MqttAccount
 from gridwatch.clock import WallClock
 from gridwatch.settings import Settings
-from registry.db import make_engine, make_sessionmaker
+from registry.db import make_engine, make_sessionmaker, writing
 
 log = logging.getLogger("gridwatch.broker")
 # make run keeps the passwords its simulator and services log in with here (mode 0600).
@@ -30,14 +30,20 @@ LOCAL_CREDENTIALS = "broker-credentials.json"
 
 
 @contextmanager
-def _session(settings: Settings) -> Iterator[Session]:
-    """A session on a registry engine of its own (the CLI's), disposed after."""
+def _sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    """Sessions on a registry engine of its own (the CLI's), disposed after."""
     engine = make_engine(settings.sql_url)
     try:
-        with make_sessionmaker(engine)() as session:
-            yield session
+        yield make_sessionmaker(engine)
     finally:
         engine.dispose()
+
+
+@contextmanager
+def _session(settings: Settings) -> Iterator[Session]:
+    """A session for reading, on a registry engine of its own."""
+    with _sessions(settings) as sessions, sessions() as session:
+        yield session
 
 
 def broker_files(settings: Settings) -> BrokerFiles:
@@ -53,19 +59,25 @@ def sync_broker(settings: Settings) -> Synced:
 
 def issue_and_sync(settings: Settings, usernames: Iterable[str]) -> list[Issued]:
     """Issue (or rotate) accounts, commit, then sync the broker."""
-    with _session(settings) as session:
-        issued = issue_many(session, usernames, WallClock().now_ms())
-        session.commit()
-        sync(session, broker_files(settings))
+    with _sessions(settings) as sessions:
+        # Issuing reads the device rows before it writes, while the services may be
+        # writing the same SQLite file: writing() waits for them.
+        with writing(sessions) as session:
+            issued = issue_many(session, usernames, WallClock().now_ms())
+        # After the commit: the files show what is committed, and writing them does not
+        # keep the other writers waiting.
+        with sessions() as session:
+            sync(session, broker_files(settings))
     return issued
 
 
 def revoke_and_sync(settings: Settings, username: str) -> Synced:
     """Revoke an account, commit, then sync the broker (which disconnects it)."""
-    with _session(settings) as session:
-        revoke(session, username, WallClock().now_ms())
-        session.commit()
-        return sync(session, broker_files(settings))
+    with _sessions(settings) as sessions:
+        with writing(sessions) as session:
+            revoke(session, username, WallClock().now_ms())
+        with sessions() as session:
+            return sync(session, broker_files(settings))
 
 
 def community_devices(settings: Settings, community: str) -> list[str]:
@@ -120,8 +132,9 @@ def set_service_passwords(settings: Settings) -> Synced | None:
     given = settings.service_passwords()
     if not given:
         return None
-    with _session(settings) as session:
-        for name, password in given.items():
-            issue(session, name, WallClock().now_ms(), password)
-        session.commit()
-        return sync(session, broker_files(settings))
+    with _sessions(settings) as sessions:
+        with writing(sessions) as session:
+            for name, password in given.items():
+                issue(session, name, WallClock().now_ms(), password)
+        with sessions() as session:
+            return sync(session, broker_files(settings))

@@ -10,7 +10,7 @@ from sqlalchemy import make_url
 
 from gridwatch.settings import Settings
 from ingest.main import influx_client
-from registry.db import make_engine, make_sessionmaker, migrate
+from registry.db import make_engine, make_sessionmaker, migrate, writing
 from registry.importer import ImportSummary, import_file
 from simulators.engine import Report
 from simulators.runner import Request, simulate
@@ -39,11 +39,14 @@ def init_storage(settings: Settings, *, create_influx_database: bool = True) -> 
 def import_community(settings: Settings, path: Path) -> ImportSummary:
     """Migrate, then load a community file into the registry."""
     migrate(settings.sql_url)
-    sessions = make_sessionmaker(make_engine(settings.sql_url))
-    with sessions() as session:
-        summary = import_file(session, path)
-        session.commit()
-    return summary
+    engine = make_engine(settings.sql_url)
+    try:
+        # The import reads the community before it replaces it, while the services
+        # may be writing the same SQLite file: writing() waits for them.
+        with writing(make_sessionmaker(engine)) as session:
+            return import_file(session, path)
+    finally:
+        engine.dispose()
 
 
 def run_simulation(settings: Settings, request: Request, stop: threading.Event) -> Report:

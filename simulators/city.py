@@ -15,8 +15,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from registry.db import writing
 from registry.demo.generate import document as demo_document
 from registry.importer import import_document
 from registry.records import load_communities
@@ -62,15 +63,18 @@ def community_document(index: int, template: Mapping[str, Any] | None = None) ->
     return doc
 
 
-def register_city(session: Session, count: int) -> list[str]:
+def register_city(sessions: sessionmaker[Session], count: int) -> list[str]:
     """Register communities 1..``count`` that are not yet (committing each); all their ids."""
     wanted = [community_id(i) for i in range(1, count + 1)]
-    known = {c.id for c in load_communities(session)}
+    with sessions() as session:
+        known = {c.id for c in load_communities(session)}
     missing = [i for i in range(1, count + 1) if community_id(i) not in known]
     template = demo_document()
     for done, index in enumerate(missing, start=1):
-        import_document(session, community_document(index, template))
-        session.commit()  # one community at a time: an interrupted run keeps what it did
+        # One community a transaction: an interrupted run keeps what it did. The
+        # services may be writing the same SQLite file: writing() waits for them.
+        with writing(sessions) as session:
+            import_document(session, community_document(index, template))
         if done % 50 == 0 or done == len(missing):
             log.info("registered %d of %d new communities", done, len(missing))
     return wanted

@@ -305,8 +305,7 @@ def prepare(request: Request, sql_url: str, broker_url: str, now_ms: int) -> tup
     communities = list(request.communities)
     if request.city:
         migrate(sql_url)
-        with sessions() as session:
-            communities += [c for c in register_city(session, request.city) if c not in communities]
+        communities += [c for c in register_city(sessions, request.city) if c not in communities]
     if request.credentials is not None and not request.credentials.is_file():
         raise SystemExit(f"no credentials file {request.credentials}")
     scenario = load_scenario(request.scenario) if request.scenario else None
