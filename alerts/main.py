@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from prometheus_client import start_http_server
 from sqlalchemy import select
 
 from alerts.engine import default_rules
@@ -74,10 +75,23 @@ def run_alerts(settings: Settings, stop: threading.Event) -> None:
             settings.sql_url,
             settings.alerts_base_url,
         )
-        service.start()
-        stop.wait()
-        log.info("alerts: stopping")
-        service.stop()
+        server = None
+        if settings.alerts_metrics_port:
+            # As ingest and imagery serve theirs; compose's health check reads it.
+            server, _ = start_http_server(
+                settings.alerts_metrics_port,
+                addr=settings.alerts_metrics_host,
+                registry=service.metrics.registry,
+            )
+        try:
+            service.start()
+            stop.wait()
+            log.info("alerts: stopping")
+            service.stop()
+        finally:
+            if server is not None:  # the port is free again once run_alerts returns (tests)
+                server.shutdown()
+                server.server_close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,11 +31,15 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from alerts.channels import Channel, Delivery, DeliveryError
+from alerts.metrics import AlertsMetrics
 from alerts.models import FAILED, PENDING, SENT, AlertNotification, AlertSendAttempt
 from alerts.sql import Database
 from gridwatch.clock import Clock
 
 log = logging.getLogger("gridwatch.alerts.outbox")
+
+# The backlog gauge is a COUNT over the pending rows: not on every wake-up in a burst.
+BACKLOG_EVERY_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +85,11 @@ class Dispatcher:
         policy: RetryPolicy | None = None,
         workers: int = 8,
         batch: int = 500,
+        metrics: AlertsMetrics | None = None,
     ) -> None:
         self._database = database
+        self._metrics = metrics
+        self._backlog_counted = float("-inf")  # monotonic s
         self._channels = channels
         self._clock = clock
         self.policy = policy or RetryPolicy()
@@ -120,9 +127,24 @@ class Dispatcher:
                     AlertNotification.status == PENDING
                 )
             )
+            self._count_backlog(session, none_due=due is None)
         if due is None:
             return poll_s
         return min(poll_s, max(0.0, (due - self._clock.now_ms()) / 1000))
+
+    def _count_backlog(self, session: Session, *, none_due: bool) -> None:
+        """Set the outbox_pending gauge, at most every BACKLOG_EVERY_S (nothing due: 0, free)."""
+        if self._metrics is None:
+            return
+        if none_due:
+            self._metrics.outbox_pending.set(0)
+            return
+        now = time.monotonic()
+        if now - self._backlog_counted < BACKLOG_EVERY_S:
+            return
+        self._backlog_counted = now
+        pending = session.scalar(select(func.count()).where(AlertNotification.status == PENDING))
+        self._metrics.outbox_pending.set(pending or 0)
 
     def drain(self, timeout_s: float = 30.0) -> None:
         """Dispatch and record until nothing is due or under way (tests, shutdown)."""
@@ -217,9 +239,17 @@ class Dispatcher:
             self._outcomes.clear()
         if not outcomes:
             return
+        settled = [self._settled_row(o) for o in outcomes]
         with self._database.write() as session:
             session.execute(insert(AlertSendAttempt), [self._attempt_row(o) for o in outcomes])
-            session.execute(_SETTLE, [self._settled_row(o) for o in outcomes])
+            session.execute(_SETTLE, settled)
+        # Counted once recorded: after a failed commit the row is sent again when its
+        # lease runs out, and counted then.
+        if self._metrics is not None:
+            for outcome, row in zip(outcomes, settled, strict=True):
+                status = str(row["new_status"])  # sent, failed, or pending: will be retried
+                counted = "retried" if status == PENDING else status
+                self._metrics.notifications.labels(outcome.claimed.channel, counted).inc()
 
     def _attempt_row(self, outcome: _Outcome) -> dict[str, object]:
         error = outcome.error

@@ -16,6 +16,10 @@ Threads:
   device silent;
 - the dispatcher sends the outbox (``alerts.outbox``);
 - the exporter writes transitions to InfluxDB (``alerts.export``).
+
+Metrics (``alerts.metrics``): ``broker_up`` follows paho's connection callbacks;
+``sql_up`` follows the processor's own transactions (one a second even when no
+message comes), so it needs no query of its own.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,15 +37,18 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from alerts.channels import standard_channels
 from alerts.directory import escalation_overrides, load_directory
 from alerts.engine import Engine, default_rules
 from alerts.export import TransitionExporter
-from alerts.models import Alert
+from alerts.metrics import AlertsMetrics
+from alerts.models import ESCALATED, Alert
 from alerts.outbox import Dispatcher, RetryPolicy
 from alerts.routing import Router
+from alerts.rule import Finding
 from alerts.sql import Database
 from alerts.store import AlertStore, load_states, save_states
 from broker.address import BrokerAddress
@@ -59,6 +66,16 @@ SESSION_EXPIRY_S = 7 * 86_400
 TICK_S = 1.0  # how often time moves on (timers, escalations) when no message comes
 STATUS_EVERY_S = 60.0
 UNKNOWN_DEVICE_RELOAD_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Processed:
+    """What one ``AlertProcessor.process`` committed."""
+
+    unknown: int  # messages naming an unknown device (the registry may be behind)
+    outcomes: Counter[str]  # messages by outcome (accepted, rejected, ignored, camera)
+    findings: list[Finding]
+    transitions: Counter[str]  # opened, resolved, escalated
 
 
 class AlertProcessor:
@@ -105,12 +122,16 @@ class AlertProcessor:
         self.router.invalidate()
         self.store.set_escalation(escalation_overrides(directory))
 
-    def process(self, messages: Iterable[tuple[str, bytes, int]], now_ms: int | None = None) -> int:
+    def process(
+        self, messages: Iterable[tuple[str, bytes, int]], now_ms: int | None = None
+    ) -> Processed:
         """Run messages (topic, payload, arrival ms), then move event time; commit.
 
         ``now_ms`` is the watermark to move to (default: the newest ``ts`` seen, right
-        for one ordered stream). Returns how many messages named an unknown device.
+        for one ordered stream). Returns what was committed.
         """
+        # The engine's tally runs on from its start; the difference is this batch's.
+        before = self.engine.outcomes.copy()
         unknown = 0
         for topic, payload, received_ms in messages:
             outcome = self.engine.handle(topic, payload, received_ms)
@@ -120,10 +141,10 @@ class AlertProcessor:
         findings = self.engine.take_findings()
         changes = self.engine.take_changes()
         with self._database.write() as session:
-            self.store.apply(session, findings)
+            transitions = self.store.apply(session, findings)
             save_states(session, changes)
-            self.store.escalate(session, self.engine.now_ms)
-        return unknown
+            transitions[ESCALATED] += self.store.escalate(session, self.engine.now_ms)
+        return Processed(unknown, self.engine.outcomes - before, findings, transitions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +215,10 @@ class AlertService:
         self.config = config
         self.clock = clock or WallClock()
         self._database = database
+        self.metrics = AlertsMetrics()
         self.processor = self._new_processor()
+        # The registry and rule states were just read: SQL answers (or we raised).
+        self.metrics.sql_up.set(1)
         self._client = make_client(config.broker, config.client_id, v5=True, manual_ack=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -204,7 +228,12 @@ class AlertService:
         self._http = httpx.Client(timeout=config.send_timeout_s)
         channels = standard_channels(self._http, self.clock, self._publish)
         self.dispatcher = Dispatcher(
-            database, channels, self.clock, policy=config.policy, workers=config.send_workers
+            database,
+            channels,
+            self.clock,
+            policy=config.policy,
+            workers=config.send_workers,
+            metrics=self.metrics,
         )
         self._queue: deque[_Received] = deque()
         self._wake = threading.Condition()
@@ -283,6 +312,7 @@ class AlertService:
             log.error("broker refused connection: %s", reason)
             return
         self._connected.set()
+        self.metrics.broker_up.set(1)
         log.info("alerts connected to broker (session present: %s)", flags.session_present)
         # retainHandling=1: retained statuses come once, when the subscription is new.
         options = SubscribeOptions(qos=1, retainHandling=1)
@@ -290,6 +320,7 @@ class AlertService:
 
     def _on_disconnect(self, *args: Any) -> None:
         self._connected.clear()
+        self.metrics.broker_up.set(0)
         if not self._stop.is_set():
             log.warning("alerts disconnected from broker; reconnecting")
 
@@ -379,19 +410,36 @@ class AlertService:
     def _process(self, batch: list[_Received]) -> int:
         messages = [(r.topic, r.payload, r.received_ms) for r in batch]
         try:
-            unknown = self.processor.process(messages, self._event_time(batch))
-        except Exception:
+            processed = self.processor.process(messages, self._event_time(batch))
+        except Exception as exc:
             # Nothing of the batch was committed: start again from what SQL holds, and
             # let the broker send the unacknowledged messages again.
             log.exception("processing %d messages failed; restoring from SQL", len(batch))
+            self._note_sql_failure(exc)
             self._guarded(self._recover)
             return 0
+        self.metrics.sql_up.set(1)
+        self._count(processed)
         for received in batch:
             self._client.ack(received.mid, received.qos)
         if batch:
             self._last_activity = time.monotonic()
         self.dispatcher.wake.set()
-        return unknown
+        return processed.unknown
+
+    def _count(self, processed: Processed) -> None:
+        metrics = self.metrics
+        for outcome, n in processed.outcomes.items():
+            metrics.messages.labels(outcome).inc(n)
+        for finding in processed.findings:
+            metrics.findings.labels(finding.rule, "raised" if finding.raised else "cleared").inc()
+        for transition, n in processed.transitions.items():
+            metrics.transitions.labels(transition).inc(n)
+
+    def _note_sql_failure(self, exc: BaseException) -> None:
+        """sql_up 0 when SQL failed us; a bug elsewhere (a rule's) says nothing about SQL."""
+        if isinstance(exc, SQLAlchemyError):
+            self.metrics.sql_up.set(0)
 
     def _log_status(self) -> None:
         engine = self.processor.engine
@@ -403,12 +451,14 @@ class AlertService:
 
     def _recover(self) -> None:
         self.processor = self._new_processor()
+        self.metrics.sql_up.set(1)  # the new processor read the registry and rule states
         self._client.reconnect()
 
     def _guarded(self, action: Callable[[], None]) -> None:
         try:
             action()
-        except Exception:  # keep the last good state; the next round tries again
+        except Exception as exc:  # keep the last good state; the next round tries again
+            self._note_sql_failure(exc)
             log.exception("alerts: %s failed", getattr(action, "__name__", action))
 
     # --- exporter thread ----------------------------------------------------------

@@ -16,6 +16,7 @@ notifications those owe are committed together, or not at all.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -99,15 +100,16 @@ class AlertStore:
 
     # --- findings -----------------------------------------------------------------
 
-    def apply(self, session: Session, findings: Sequence[Finding]) -> None:
+    def apply(self, session: Session, findings: Sequence[Finding]) -> Counter[str]:
         """Open, count on, or resolve alerts as the findings say, in their order.
 
         Work in three rounds, so a burst costs a few statements, not a few per alert:
         decide every finding against the open alerts (one query), insert the new
         alerts (their ids), then record the transitions and the notifications they owe.
+        Returns the transitions made, by name (``opened``, ``resolved``): for metrics.
         """
         if not findings:
-            return
+            return Counter()
         open_alerts = self._open_alerts(session, findings)
         steps: list[_Step] = []
         for finding in findings:
@@ -135,6 +137,7 @@ class AlertStore:
             else:
                 recipients = self._told(session, step.alert.id)
             self._step(session, step.alert, step.transition, step.at_ms, SYSTEM, None, recipients)
+        return Counter(step.transition for step in steps)
 
     def _open_alerts(
         self, session: Session, findings: Sequence[Finding]

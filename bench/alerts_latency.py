@@ -131,6 +131,8 @@ def alerts_service(stack: Stack, sql_url: str, name: str) -> Iterator[subprocess
         "GW_INFLUX_DB": name,
         "GW_DATABASE_URL": sql_url,
         "GW_ALERTS_CLIENT_ID": f"bench-{name}",
+        # Off, as for ingest's bench: a `make run` on this machine holds the default port.
+        "GW_ALERTS_METRICS_PORT": "0",
     }
     log = (stack.root / f"{name}.log").open("wb")
     process = subprocess.Popen(

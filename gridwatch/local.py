@@ -168,7 +168,11 @@ def run_local_stack(
         api = f"http://{settings.api_host}:{settings.api_port}"
         log.info("api         %s  (docs %s/docs, health %s/health)", api, api, api)
         log.info("ingest      metrics http://127.0.0.1:%d/metrics", settings.ingest_metrics_port)
-        log.info("alerts      `gridwatch alerts list` (or the API's /api/v1/alerts)")
+        log.info(
+            "alerts      `gridwatch alerts list` (or the API's /api/v1/alerts), metrics "
+            "http://127.0.0.1:%d/metrics",
+            settings.alerts_metrics_port,
+        )
         log.info(
             "simulating  zjxc: the last %g h at %gx with the faults of %s, then live",
             hours,

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     alerts_escalate_after_s: int = Field(900, ge=1, description="unacknowledged → managers")
     alerts_send_attempts: int = Field(8, ge=1, le=100, description="tries per notification")
     alerts_send_timeout_s: float = Field(10.0, gt=0, le=120, description="per HTTP attempt")
+    alerts_metrics_host: str = Field("127.0.0.1", description="where alerts' /metrics listens")
+    alerts_metrics_port: int = Field(18003, ge=0, le=65535, description="Prometheus; 0 = off")
 
     imagery_dir: str = Field("", description="snapshot files; default: state_dir/imagery")
     imagery_client_id: str = Field("gridwatch-imagery", description="fixed id: persistent session")

@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
+from alerts.main import run_alerts
 from alerts.models import Alert, AlertNotification, AlertRuleState
 from alerts.service import AlertsConfig, AlertService, Watermark
 from alerts.sql import Database
 from alerts.store import AlertStore
 from broker.address import BrokerAddress
 from gridwatch.clock import WallClock
+from gridwatch.settings import Settings
 from influx.client import InfluxClient
 from registry.db import make_engine, make_sessionmaker, migrate
-from stack.servers import Mosquitto
+from stack.servers import Mosquitto, free_port
 from tests.alerts_cases.harness import StandIn, import_community
 
 pytestmark = pytest.mark.integration
@@ -56,6 +62,7 @@ class Site:
         self.id = f"svc{uuid.uuid4().hex[:8]}"
         self.stand_in = stand_in
         url = f"sqlite:///{tmp_path / 'alerts.db'}"
+        self.url = url
         migrate(url)
         self.database = Database(make_sessionmaker(make_engine(url)))
         import_community(
@@ -204,10 +211,10 @@ def test_a_failed_commit_is_not_acknowledged_and_the_message_comes_back(
     real_apply = AlertStore.apply
     failures = [RuntimeError("database went away")]
 
-    def flaky_apply(self: AlertStore, session: Any, findings: Any) -> None:
+    def flaky_apply(self: AlertStore, session: Any, findings: Any) -> Counter[str]:
         if findings and failures:
             raise failures.pop()
-        real_apply(self, session, findings)
+        return real_apply(self, session, findings)
 
     monkeypatch.setattr(AlertStore, "apply", flaky_apply)
     service = site.service(None)
@@ -222,3 +229,86 @@ def test_a_failed_commit_is_not_acknowledged_and_the_message_comes_back(
     with site.database.read() as session:
         channels = sorted(n.channel for n in session.scalars(select(AlertNotification)))
     assert channels == ["dingtalk", "mqtt", "sms", "webhook", "wecom"]
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The samples of a /metrics endpoint by (name, sorted labels)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_the_metrics_endpoint_shows_broker_sql_and_the_work_done(
+    site: Site, tmp_path: Path, mosquitto: Mosquitto, influx_db: InfluxClient
+) -> None:
+    port = free_port()
+    settings = Settings(  # type: ignore[call-arg]  # the others from their defaults
+        state_dir=tmp_path,
+        mqtt_url=mosquitto.url,
+        database_url=site.url,
+        influx_url=influx_db.url,
+        influx_db=influx_db.database,
+        alerts_client_id=f"alerts-{site.id}",
+        alerts_metrics_port=port,
+    )
+    stop = threading.Event()
+    # run_alerts as `gridwatch alerts` runs it: the endpoint comes from the settings.
+    runner = threading.Thread(target=run_alerts, args=(settings, stop), daemon=True)
+    runner.start()
+    try:
+
+        def sample(name: str, **labels: str) -> float:
+            try:
+                samples = scrape(port)
+            except httpx.HTTPError:
+                return -1.0  # not serving yet
+            return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+        wait_for(lambda: sample("gridwatch_alerts_broker_up") == 1)
+        # The subscription follows the connection: a reading is published until one counts.
+        seq = 0
+
+        def reading_counted() -> bool:
+            nonlocal seq
+            seq += 1
+            site.publish("door-b03-u2", "telemetry", seq, **DOOR_READING)
+            time.sleep(0.3)
+            return sample("gridwatch_alerts_messages_total", outcome="accepted") >= 1
+
+        wait_for(reading_counted)
+        door = f"sc/{site.id}/door/{site.id}-door-b03-u2"
+        site.client.publish(f"{door}/telemetry", b"not json", qos=1)
+        site.publish("door-b03-u2", "event", seq + 1, event="forced_open")
+        paths = {"/dingtalk/g1", "/webhook/g1", "/wecom/g1", "/sms"}
+        wait_for(lambda: {r.path for r in site.stand_in.requests} == paths)
+        channels = ("dingtalk", "webhook", "wecom", "sms", "mqtt")
+        wait_for(
+            lambda: all(
+                sample("gridwatch_alerts_notifications_total", channel=c, outcome="sent") == 1
+                for c in channels
+            )
+        )
+        samples = scrape(port)
+    finally:
+        stop.set()
+        runner.join(30)
+    assert not runner.is_alive(), "run_alerts returns once stopped"
+
+    def value(name: str, **labels: str) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    assert value("gridwatch_alerts_broker_up") == 1
+    assert value("gridwatch_alerts_sql_up") == 1
+    assert value("gridwatch_alerts_messages_total", outcome="accepted") >= 2  # readings, event
+    assert value("gridwatch_alerts_messages_total", outcome="rejected") == 1  # not json
+    assert value("gridwatch_alerts_findings_total", rule="door.forced", change="raised") == 1
+    assert value("gridwatch_alerts_transitions_total", transition="opened") == 1
+    assert value("gridwatch_alerts_transitions_total", transition="resolved") == 0
+    assert value("gridwatch_alerts_outbox_pending") == 0
+    failed = [k for k in samples if k[0] == "gridwatch_alerts_notifications_total"]
+    assert all(dict(labels)["outcome"] == "sent" for _, labels in failed), failed
+    with pytest.raises(httpx.ConnectError):  # the endpoint stops with the service
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
