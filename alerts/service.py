@@ -219,6 +219,9 @@ class AlertService:
         self.processor = self._new_processor()
         # The registry and rule states were just read: SQL answers (or we raised).
         self.metrics.sql_up.set(1)
+        # A failed batch left the processor ahead of SQL; until a fresh one is read
+        # from SQL no batch is processed (they come back after the reconnect).
+        self._must_recover = False
         self._client = make_client(config.broker, config.client_id, v5=True, manual_ack=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -408,6 +411,12 @@ class AlertService:
                 return
 
     def _process(self, batch: list[_Received]) -> int:
+        if self._must_recover:
+            # A batch failed and so did restoring from SQL (SQL is down). Processing on
+            # would build on rule states SQL never got, and nothing would reconnect to
+            # bring the failed batch back. This batch, unacknowledged, comes back too.
+            self._guarded(self._recover)
+            return 0
         messages = [(r.topic, r.payload, r.received_ms) for r in batch]
         try:
             processed = self.processor.process(messages, self._event_time(batch))
@@ -416,6 +425,7 @@ class AlertService:
             # let the broker send the unacknowledged messages again.
             log.exception("processing %d messages failed; restoring from SQL", len(batch))
             self._note_sql_failure(exc)
+            self._must_recover = True
             self._guarded(self._recover)
             return 0
         self.metrics.sql_up.set(1)
@@ -451,6 +461,7 @@ class AlertService:
 
     def _recover(self) -> None:
         self.processor = self._new_processor()
+        self._must_recover = False
         self.metrics.sql_up.set(1)  # the new processor read the registry and rule states
         self._client.reconnect()
 

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from alerts.main import run_alerts
 from alerts.models import Alert, AlertNotification, AlertRuleState
@@ -76,12 +79,14 @@ class Site:
         self.client.subscribe(f"sc/{self.id}/alerts", qos=1)
         self.client.loop_start()
 
-    def service(self, influx: InfluxClient | None) -> AlertService:
+    def service(
+        self, influx: InfluxClient | None, database: Database | None = None
+    ) -> AlertService:
         """A started alerts service with the site's own persistent session."""
         config = AlertsConfig(
             broker=self.broker, client_id=f"alerts-{self.id}", flush_ms=20, idle_ms=2_000
         )
-        service = AlertService(config, self.database, influx)
+        service = AlertService(config, database or self.database, influx)
         service.start()
         assert service.subscribed.wait(10)
         return service
@@ -231,6 +236,36 @@ def test_a_failed_commit_is_not_acknowledged_and_the_message_comes_back(
     assert channels == ["dingtalk", "mqtt", "sms", "webhook", "wecom"]
 
 
+class Outage(Database):
+    """The site's database as the service sees it: unreachable while ``down`` is set.
+
+    Raises what SQLAlchemy raises when PostgreSQL refuses a connection, on the first
+    use of a session, so every thread of the service (processor, senders, exporter)
+    meets it where it would.
+    """
+
+    def __init__(self, database: Database) -> None:
+        super().__init__(database.sessions)
+        self.down = threading.Event()
+
+    def _refuse(self) -> None:
+        if self.down.is_set():
+            refused = ConnectionRefusedError("connection refused")
+            raise OperationalError("SELECT 1", {}, refused)
+
+    def read(self) -> Session:
+        """A session, or OperationalError while down."""
+        self._refuse()
+        return super().read()
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A transaction, or OperationalError while down."""
+        self._refuse()
+        with super().write() as session:
+            yield session
+
+
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """The samples of a /metrics endpoint by (name, sorted labels)."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
@@ -312,3 +347,28 @@ def test_the_metrics_endpoint_shows_broker_sql_and_the_work_done(
     assert all(dict(labels)["outcome"] == "sent" for _, labels in failed), failed
     with pytest.raises(httpx.ConnectError):  # the endpoint stops with the service
         httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def test_an_sql_outage_shows_as_sql_up_0_and_its_messages_come_back_after_it(
+    site: Site,
+) -> None:
+    outage = Outage(site.database)
+    service = site.service(None, outage)
+    try:
+        assert service.metrics.value("gridwatch_alerts_sql_up") == 1
+        outage.down.set()
+        wait_for(lambda: service.metrics.value("gridwatch_alerts_sql_up") == 0, timeout=10)
+        site.publish("wm-b03-u2-501", "event", 1, event="tamper")
+        time.sleep(2.0)  # long enough for the message to arrive and fail to be stored
+        assert service.metrics.value("gridwatch_alerts_broker_up") == 1, "only SQL is down"
+        assert service.metrics.value("gridwatch_alerts_sql_up") == 0
+        assert site.alerts() == []
+        outage.down.clear()
+        # Restored from SQL, reconnected: the broker sends the message again.
+        (alert,) = wait_for(site.alerts)
+        wait_for(lambda: len(site.stand_in.requests) == 4)
+        assert service.metrics.value("gridwatch_alerts_sql_up") == 1
+    finally:
+        service.stop()
+    assert alert.rule == "water.tamper" and alert.occurrences == 1
+    assert service.metrics.value("gridwatch_alerts_transitions_total", transition="opened") == 1
