@@ -42,6 +42,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+from psycopg import sql as pgsql
 from sqlalchemy import make_url
 
 from broker.address import BrokerAddress
@@ -50,6 +51,7 @@ from gridwatch import cli
 from gridwatch.local import MAKE_RUN_SCENARIO
 from gridwatch.settings import Settings
 from influx.client import InfluxClient, InfluxRejected, quote_ident, quote_literal
+from registry.db import migrate
 from stack.servers import Influxd, Mosquitto, Postgres, find_binary, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -723,19 +725,21 @@ def test_snapshots_are_written_by_imagery_and_read_only_to_the_api() -> None:
 
 def test_metrics_health_checks_read_the_port_their_service_serves() -> None:
     data = services()
-    for name in ("ingest", "imagery"):
+    for name in ("ingest", "imagery", "alerts"):
         env = environment(data[name])
         [setting] = [key for key in env if re.fullmatch(r"GW_\w+_METRICS_PORT", key)]
         assert setting == f"GW_{name.upper()}_METRICS_PORT", "the service's own endpoint"
         assert int(env[setting]) > 0, f"{name}: metrics on, for the health check"
         host = Settings.model_fields[f"{name}_metrics_host"].default
         assert host == "127.0.0.1", "the check asks the container's loopback"
+        assert data[name]["healthcheck"] == data["ingest"]["healthcheck"], "the shared check"
         check = " ".join(healthcheck_argv(data[name]))
-        assert "GW_\\w+_METRICS_PORT" in check and "_broker_up 1.0" in check, name
+        assert "GW_\\w+_METRICS_PORT" in check and "(broker|sql)_up" in check, name
         module = importlib.import_module(f"{name}.metrics")
         assert f"gridwatch_{name}_broker_up" in Path(str(module.__file__)).read_text()
-    alerts = " ".join(healthcheck_argv(data["alerts"]))
-    assert "GW_MQTT_URL" in alerts and "/proc/net/tcp" in alerts
+    # alerts also needs SQL: alerts it cannot store are lost (its rehearsal proves it).
+    alerts_metrics = importlib.import_module("alerts.metrics")
+    assert "gridwatch_alerts_sql_up" in Path(str(alerts_metrics.__file__)).read_text()
 
 
 def test_ingest_starts_in_a_share_group_so_replicas_can_join() -> None:
@@ -1350,7 +1354,7 @@ def mqtt_login(url: str) -> bool:
 
 
 def metric(port: int, name: str, **labels: str) -> float:
-    """The sum of ingest's samples ``name`` with ``labels``, from its /metrics."""
+    """The sum of a service's samples ``name`` with ``labels``, from its /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         lines = response.read().decode().splitlines()
     total = 0.0
@@ -1358,6 +1362,19 @@ def metric(port: int, name: str, **labels: str) -> float:
         if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def on_local_servers(
+    name: str, env: Mapping[str, str], local_address: Mapping[str, str]
+) -> dict[str, str]:
+    """A service's compose environment with the servers' ``host:port`` mapped to local ones."""
+    env = dict(env)
+    for key in ("GW_MQTT_URL", "GW_INFLUX_URL", "GW_DATABASE_URL"):
+        for address, local in local_address.items():
+            env[key] = env[key].replace(f"@{address}", f"@{local}")
+            env[key] = env[key].replace(f"//{address}", f"//{local}")
+        assert "127.0.0.1" in env[key], f"{name}: {key}={env[key]} names no service"
+    return env
 
 
 @pytest.mark.integration
@@ -1391,20 +1408,17 @@ def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgre
             "postgres:5432": f"127.0.0.1:{sql.port}",
         }
         metrics_port, api_port, imagery_port = free_port(), free_port(), free_port()
+        alerts_port = free_port()
 
         def env_of(name: str) -> dict[str, str]:
             """The service's compose environment, host names mapped to the local servers."""
-            env = environment(data[name])
-            for key in ("GW_MQTT_URL", "GW_INFLUX_URL", "GW_DATABASE_URL"):
-                for address, local in local_address.items():
-                    env[key] = env[key].replace(f"@{address}", f"@{local}")
-                    env[key] = env[key].replace(f"//{address}", f"//{local}")
-                assert "127.0.0.1" in env[key], f"{name}: {key}={env[key]} names no service"
+            env = on_local_servers(name, environment(data[name]), local_address)
             overrides = {
                 "GW_API_HOST": "127.0.0.1",
                 "GW_API_PORT": str(api_port),
                 "GW_INGEST_METRICS_PORT": str(metrics_port),
                 "GW_IMAGERY_METRICS_PORT": str(imagery_port),
+                "GW_ALERTS_METRICS_PORT": str(alerts_port),
                 "GW_IMAGERY_DIR": str(server_dir / "imagery"),
             }
             env |= {k: v for k, v in overrides.items() if k in env}
@@ -1490,11 +1504,10 @@ def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgre
             logs,
         )
 
-        # The alerts check sees every connection to the broker's port on this host: it
-        # proves something only while nothing else is connected.
-        assert not healthy("alerts")(), "healthy before alerts connected"
+        assert not healthy("alerts")(), "healthy before alerts runs"
         start("alerts")
         wait_for("alerts healthy", healthy("alerts"), 60, logs)
+        assert metric(alerts_port, "gridwatch_alerts_sql_up") == 1, "PostgreSQL, from compose"
         start("imagery")
         wait_for("imagery healthy", healthy("imagery"), 60, logs)
         start("ingest")
@@ -1568,6 +1581,92 @@ def test_rehearsal_of_the_compose_deployment(stack_root: Path, postgres: Postgre
     for name, value in env_file.items():
         if SECRET.search(name):
             assert value not in output, f"{name}'s value appears in a service's output"
+
+
+def allow_connections(postgres: Postgres, database: str, allowed: bool) -> None:
+    """Open or close a database to every client; closing also ends its sessions.
+
+    What the alerts service meets when its database server goes away: its
+    connections break and new ones are refused.
+    """
+    with postgres._admin() as admin:
+        admin.execute(
+            pgsql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+                pgsql.Identifier(database), pgsql.SQL("true" if allowed else "false")
+            )
+        )
+        if not allowed:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (database,),
+            )
+
+
+@pytest.mark.integration
+def test_alerts_is_unhealthy_while_its_database_refuses_connections(
+    stack_root: Path, mosquitto: Mosquitto, influxd: Influxd, postgres: Postgres
+) -> None:
+    """compose's health check of alerts: healthy, unhealthy while PostgreSQL refuses it
+    (the broker still up), healthy again once it answers.
+
+    The service runs with its compose environment on the session's servers (a database
+    of its own, migrated as init does; the broker admits anyone, so the service's
+    account passes) instead of the rehearsal's, since the outage must not reach them.
+    """
+    bindir = Path(sys.executable).parent
+    server_dir = stack_root / f"compose-sql-{uuid.uuid4().hex[:8]}"
+    logs = server_dir / "services"
+    logs.mkdir(parents=True)
+    database = f"compose_{uuid.uuid4().hex[:8]}"
+    sql = make_url(postgres.create_database(database))
+    migrate(sql.render_as_string(hide_password=False))
+    data = services(
+        compose(
+            operator_env()
+            | {
+                "POSTGRES_USER": str(sql.username),
+                "POSTGRES_PASSWORD": str(sql.password),
+                "POSTGRES_DB": str(sql.database),
+            }
+        )
+    )
+    local_address = {
+        "mosquitto:1883": f"127.0.0.1:{mosquitto.port}",
+        "influxdb:8086": f"127.0.0.1:{influxd.port}",
+        "postgres:5432": f"127.0.0.1:{sql.port}",
+    }
+    port = free_port()
+    env = on_local_servers("alerts", environment(data["alerts"]), local_address) | {
+        "GW_ALERTS_METRICS_PORT": str(port),
+        # Its own persistent session on the shared broker, not compose's fixed id.
+        "GW_ALERTS_CLIENT_ID": f"compose-sql-{database}",
+        "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(server_dir),
+        "PYTHONUNBUFFERED": "1",
+        "GW_STATE_DIR": str(server_dir / "state"),
+    }
+    argv = ["gridwatch", *as_argv(data["alerts"]["command"])]
+
+    def healthy() -> bool:
+        check = healthcheck_argv(data["alerts"])
+        return subprocess.run(check, env=env, capture_output=True, timeout=20).returncode == 0
+
+    with (logs / "alerts.log").open("wb") as log:
+        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for("alerts healthy", healthy, 60, logs)
+            allow_connections(postgres, database, False)
+            try:
+                wait_for("alerts unhealthy without SQL", lambda: not healthy(), 30, logs)
+                assert metric(port, "gridwatch_alerts_broker_up") == 1, "SQL alone is down"
+                assert metric(port, "gridwatch_alerts_sql_up") == 0
+            finally:
+                allow_connections(postgres, database, True)
+            wait_for("alerts healthy once SQL answers", healthy, 30, logs)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            status = process.wait(timeout=60)
+    assert status == 0, f"alerts did not stop cleanly: {status}"
 
 
 @pytest.mark.integration
