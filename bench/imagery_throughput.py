@@ -71,7 +71,10 @@ def write_frames(directory: Path, kind: str, width: int, height: int, count: int
         path = importlib.metadata.distribution("scikit-image").locate_file(
             "skimage/data/astronaut.png"
         )
-        photo = cv2.resize(cv2.imread(str(path)), (width, height), interpolation=cv2.INTER_AREA)
+        original = cv2.imread(str(path))
+        if original is None:
+            raise FileNotFoundError(path)
+        photo = cv2.resize(original, (width, height), interpolation=cv2.INTER_AREA)
     for i in range(count):
         if photo is not None:
             data = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 85 + i % 10])[1].tobytes()

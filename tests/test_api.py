@@ -206,7 +206,7 @@ def test_health_reports_every_dependency(api: Api) -> None:
 
 
 def test_health_is_503_when_influxdb_is_unreachable(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         mqtt_url=mosquitto.url,
         influx_url="http://127.0.0.1:9",
         database_url=f"sqlite:///{tmp_path / 'x.db'}",
@@ -278,7 +278,7 @@ def test_only_admins_manage_users(api: Api) -> None:
 
 
 def test_production_refuses_to_start_without_a_secret(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         env="production", mqtt_url=mosquitto.url, database_url=f"sqlite:///{tmp_path / 'x.db'}"
     )
     with (
@@ -287,13 +287,13 @@ def test_production_refuses_to_start_without_a_secret(tmp_path: Path, mosquitto:
     ):
         pass
     with pytest.raises(ValueError, match="at least 32"):
-        Settings(api_secret_key="short")  # type: ignore[call-arg]
+        Settings(api_secret_key="short")
 
 
 def test_development_mode_makes_an_admin_with_a_password_in_a_file(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         env="development",
         state_dir=tmp_path,
         mqtt_url=mosquitto.url,

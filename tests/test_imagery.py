@@ -123,7 +123,7 @@ def test_a_bomb_is_refused_before_any_decoding_and_a_large_frame_decodes_reduced
     bomb.write_bytes(with_declared_size(jpeg(astronaut()), 60_000, 60_000))
     large = tmp_path / "large.jpg"
     # Smooth content: a 16-megapixel JPEG of a few hundred KiB, as a camera could send.
-    large.write_bytes(jpeg(cv2.resize(astronaut(), (4096, 4096)), quality=70))
+    large.write_bytes(jpeg(np.asarray(cv2.resize(astronaut(), (4096, 4096)), np.uint8), quality=70))
     script = """
 import json, resource, sys
 from pathlib import Path
@@ -257,7 +257,7 @@ def soft_plate_frame(seed: int, module: int, interpolation: int, blur: float) ->
     side = code.shape[0] * module
     plate = cv2.resize(code, (side, side), interpolation=interpolation).astype(np.float32)
     if blur:
-        plate = cv2.GaussianBlur(plate, (0, 0), blur)
+        plate = np.asarray(cv2.GaussianBlur(plate, (0, 0), blur), np.float32)
     x, y = int(rng.integers(0, 640 - side)), int(rng.integers(0, 480 - side))
     image[y : y + side, x : x + side] = np.clip(plate, 0, 255).astype(np.uint8)[..., None]
     return image
@@ -317,9 +317,10 @@ def test_quality_flags_dark_blurred_and_obstructed_frames_and_only_those(
 
 
 def test_a_mildly_soft_photograph_is_not_called_blurred(processor: Processor) -> None:
-    soft = cv2.GaussianBlur(astronaut(), (0, 0), 1.0)
+    soft = np.asarray(cv2.GaussianBlur(astronaut(), (0, 0), 1.0), np.uint8)
     assert not processor.process(jpeg(soft)).quality.blurred
-    assert processor.process(jpeg(cv2.GaussianBlur(astronaut(), (0, 0), 6.0))).quality.blurred
+    very_soft = np.asarray(cv2.GaussianBlur(astronaut(), (0, 0), 6.0), np.uint8)
+    assert processor.process(jpeg(very_soft)).quality.blurred
 
 
 # --- synthetic frames ---------------------------------------------------------------------------

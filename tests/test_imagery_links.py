@@ -79,22 +79,20 @@ def test_retention_is_the_communitys_as_imagery_enforces_it() -> None:
 
 
 def test_production_refuses_to_sign_without_a_key(tmp_path: Path) -> None:
-    settings = Settings(env="production", state_dir=tmp_path)  # type: ignore[call-arg]
+    settings = Settings(env="production", state_dir=tmp_path)
     with pytest.raises(MissingSecretError, match="GW_SNAPSHOT_LINK_KEY"):
         SnapshotLinks.from_settings(settings)
     with pytest.raises(ValueError, match="at least 32"):
-        Settings(snapshot_link_key="short")  # type: ignore[call-arg]
+        Settings(snapshot_link_key="short")
     assert not (tmp_path / DEV_KEY_FILE).exists()
 
 
 def test_development_processes_share_one_key_in_the_state_dir(tmp_path: Path) -> None:
-    settings = Settings(env="development", state_dir=tmp_path)  # type: ignore[call-arg]
+    settings = Settings(env="development", state_dir=tmp_path)
     first = SnapshotLinks.from_settings(settings)
     assert SnapshotLinks.from_settings(settings).key == first.key
     assert (tmp_path / DEV_KEY_FILE).stat().st_mode & 0o777 == 0o600
-    configured = Settings(  # type: ignore[call-arg]
-        env="production", state_dir=tmp_path, snapshot_link_key="z" * 40
-    )
+    configured = Settings(env="production", state_dir=tmp_path, snapshot_link_key="z" * 40)
     assert SnapshotLinks.from_settings(configured).key == b"z" * 40
 
 

@@ -44,7 +44,7 @@ from imagery.pipeline import Limits, Processed
 from imagery.quality import QualityThresholds
 from imagery.service import ImageryConfig, ImageryService, Unavailable
 from imagery.store import alerts_for_snapshot, file_sha256, find_snapshot, snapshots_for_alert
-from imagery.synthetic import synthetic_snapshot
+from imagery.synthetic import Condition, synthetic_snapshot
 from ingest.directory import StaticDevices
 from ingest.main import RegistryDevices
 from registry.db import make_engine, make_sessionmaker, migrate
@@ -66,7 +66,9 @@ WAIT_S = 30.0
 def astronaut_jpeg() -> bytes:
     """scikit-image's astronaut photograph (a face), as a JPEG."""
     path = importlib.metadata.distribution("scikit-image").locate_file("skimage/data/astronaut.png")
-    return cv2.imencode(".jpg", cv2.imread(str(path)), [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
+    photo = cv2.imread(str(path))
+    assert photo is not None, path
+    return cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
 
 
 def decode(data: bytes) -> np.ndarray[Any, np.dtype[np.uint8]]:
@@ -330,7 +332,12 @@ def test_repeated_bad_frames_raise_a_camera_fault_and_a_good_frame_clears_it(
     running: tuple[ImageryService, Client], sessions: sessionmaker[Session]
 ) -> None:
     service, client = running
-    frames = [("s-bad-1", "dark"), ("s-bad-2", "blurred"), ("s-bad-3", "dark"), ("s-bad-4", "dark")]
+    frames: list[tuple[str, Condition]] = [
+        ("s-bad-1", "dark"),
+        ("s-bad-2", "blurred"),
+        ("s-bad-3", "dark"),
+        ("s-bad-4", "dark"),
+    ]
     for i, (snapshot_id, condition) in enumerate(frames):
         client.publish(
             SNAPSHOT_TOPIC.format(snapshot_id),

@@ -10,7 +10,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from broker.connection import BrokerAddress
+from broker.address import BrokerAddress
 from devices.contract import DeviceRecord
 from gridwatch.clock import WallClock
 from influx.client import InfluxClient

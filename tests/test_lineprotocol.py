@@ -70,8 +70,8 @@ def test_points_round_trip_through_influxd(
     influx_db.write(encode_batch([point]))
     row = _read_back(influx_db, name)
     assert row["time"] == point.time_ms
-    for key, value in tags.items():
-        assert row[key] == value
+    for key, tag in tags.items():
+        assert row[key] == tag
     for key, value in fields.items():
         got = row[key]
         if isinstance(value, float):

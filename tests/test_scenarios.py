@@ -404,7 +404,7 @@ def test_a_normal_day_of_the_whole_community_gives_no_rule_a_reason(
 def test_every_rule_has_a_scenario_and_every_fault_is_used() -> None:
     scenarios = [load_scenario(path) for path in SCENARIOS.values()]
     assert {e.rule for s in scenarios for e in s.expect} == set(RULE_IDS)
-    assert {f.fault for s in scenarios for f in s.faults} == set(FAULT_TYPES)  # type: ignore[attr-defined]
+    assert {f.fault for s in scenarios for f in s.faults} == set(FAULT_TYPES)
     normal = load_scenario(SCENARIOS["normal_day"])
     assert not normal.faults and not normal.expect
 
