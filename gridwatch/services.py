@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import make_url
 
+from alerts.grids import rename_grids
 from gridwatch.settings import Settings
 from ingest.main import influx_client
 from registry.db import make_engine, make_sessionmaker, migrate, writing
@@ -44,7 +45,9 @@ def import_community(settings: Settings, path: Path) -> ImportSummary:
         # The import reads the community before it replaces it, while the services
         # may be writing the same SQLite file: writing() waits for them.
         with writing(make_sessionmaker(engine)) as session:
-            return import_file(session, path)
+            summary = import_file(session, path)
+            rename_grids(session, summary.community, summary.renamed_grids)
+            return summary
     finally:
         engine.dispose()
 

@@ -13,7 +13,7 @@ transaction: commit after a successful import, roll back after an error.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,8 @@ class ImportSummary:
     units: int
     households: int
     devices: int
+    # Grids whose name the file changed, old name: new name (alerts.grids follows them).
+    renamed_grids: Mapping[str, str] = field(default_factory=dict)
 
 
 def import_file(session: Session, path: str | Path) -> ImportSummary:
@@ -79,9 +81,9 @@ def _import(session: Session, data: Any, source: str) -> ImportSummary:
     problems = _check_document(document) + _check_device_ids_free(session, document)
     if problems:
         raise RegistryImportError(source, problems)
-    _store(session, document)
+    renamed = _store(session, document)
     session.flush()
-    return _summarise(document)
+    return replace(_summarise(document), renamed_grids=renamed)
 
 
 def _summarise(document: CommunityDocument) -> ImportSummary:
@@ -104,6 +106,9 @@ def _check_document(document: CommunityDocument) -> list[str]:
     layout = _Layout.of(document)
     return [
         *_duplicates((f"grids[{i}].id", grid.id) for i, grid in enumerate(document.grids)),
+        # A grid worker sees alerts by their grid's name: two grids of one name would
+        # show each one's alerts to the other's workers.
+        *_duplicates((f"grids[{i}].name", grid.name) for i, grid in enumerate(document.grids)),
         *_duplicates((f"{entry.path}.phone", entry.person.phone) for entry in document.staff()),
         *_check_buildings(document),
         *(
@@ -228,10 +233,16 @@ def _check_device_ids_free(session: Session, document: CommunityDocument) -> lis
 # --- storing: reconcile the community's rows with the file, by natural key --------
 
 
-def _store(session: Session, document: CommunityDocument) -> None:
+def _store(session: Session, document: CommunityDocument) -> dict[str, str]:
+    """Reconcile; the grids renamed (old name: new name)."""
     community = _load_community(session, document.community.id)
     _update_community(community, document.community)
     old_grids = {grid.slug: grid for grid in community.grids}
+    renamed = {
+        old_grids[spec.id].name: spec.name
+        for spec in document.grids
+        if spec.id in old_grids and old_grids[spec.id].name != spec.name
+    }
     community.grids = [_grid(old_grids.get(spec.id), spec) for spec in document.grids]
     grids = {grid.slug: grid for grid in community.grids}
     old_workers = {worker.phone: worker for worker in community.workers}
@@ -248,6 +259,7 @@ def _store(session: Session, document: CommunityDocument) -> None:
     community.devices = [
         _device(old_devices.get(spec.id), spec, places) for spec in document.devices
     ]
+    return renamed
 
 
 def _load_community(session: Session, community_id: str) -> Community:

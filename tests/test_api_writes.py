@@ -1,6 +1,7 @@
 """Writes through the API that names or other processes could break.
 
-- Grids and the alerts that name them (``Alert.grid`` holds the grid's name, not its id).
+- Grids and the alerts that name them (``Alert.grid`` holds the grid's name, not its id),
+  renamed through the API or by importing the community file again.
 - The SQLite file is shared with other services' processes: the API waits for their writes.
 """
 
@@ -15,8 +16,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import make_url
 
+from alerts.models import Alert
 from api.app import create_app
+from gridwatch.services import import_community
+from gridwatch.settings import Settings
 from influx.client import InfluxClient
+from registry.db import make_engine, make_sessionmaker
+from registry.demo import DEMO_COMMUNITY_FILE
 from stack.servers import Influxd, Mosquitto
 from tests.test_api import DOOR_G1, Api, add_alert, demo_registry, make_settings, open_api
 
@@ -65,6 +71,47 @@ def test_two_grids_of_a_community_never_share_a_name(api: Api) -> None:
     assert theirs not in alert_ids(api, "worker")
     same = api.client.patch(f"/api/v1/grids/{g1}", json={"name": "第一网格"}, headers=admin)
     assert same.status_code == 200
+
+
+def test_a_community_file_that_swaps_grid_names_swaps_them_on_alerts(api: Api) -> None:
+    ours = add_alert(api.sql_url, "第一网格", DOOR_G1)
+    theirs = add_alert(api.sql_url, "第二网格", "zjxc-door-b03-u2")
+    text = DEMO_COMMUNITY_FILE.read_text(encoding="utf-8")
+    swapped = text.replace("第一网格", "@").replace("第二网格", "第一网格").replace("@", "第二网格")
+    imported = api.post(
+        "admin",
+        "/api/v1/communities/import",
+        content=swapped.encode(),
+        headers={"Content-Type": "application/yaml"},
+    )
+    assert imported.status_code == 200, imported.text
+    assert api.get("admin", f"/api/v1/alerts/{ours}").json()["grid"] == "第二网格"
+    assert api.get("admin", f"/api/v1/alerts/{theirs}").json()["grid"] == "第一网格"
+    assert alert_ids(api, "worker") == [ours]  # g1's worker: g1 is now called 第二网格
+
+
+def test_gridwatch_registry_import_renames_grids_on_alerts(tmp_path: Path) -> None:
+    sql_url = demo_registry(tmp_path)
+    alert = add_alert(sql_url, "第一网格", DOOR_G1)
+    renamed = tmp_path / "renamed.yaml"
+    text = DEMO_COMMUNITY_FILE.read_text(encoding="utf-8").replace("第一网格", "东区网格")
+    renamed.write_text(text, encoding="utf-8")
+    summary = import_community(Settings(database_url=sql_url), renamed)
+    assert summary.renamed_grids == {"第一网格": "东区网格"}
+    with make_sessionmaker(make_engine(sql_url))() as session:
+        assert session.get_one(Alert, alert).grid == "东区网格"
+
+
+def test_a_community_file_naming_two_grids_alike_is_refused(api: Api) -> None:
+    text = DEMO_COMMUNITY_FILE.read_text(encoding="utf-8").replace("第二网格", "第一网格")
+    refused = api.post(
+        "admin",
+        "/api/v1/communities/import",
+        content=text.encode(),
+        headers={"Content-Type": "application/yaml"},
+    )
+    assert refused.status_code == 422
+    assert "grids[1].name: '第一网格' is already used at grids[0].name" in refused.json()["detail"]
 
 
 def test_an_acknowledgement_waits_for_another_process_writing(api: Api) -> None:

@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
+from alerts.grids import rename_grids
 from api.crud import Page, apply, get_or_404, paginate, writing
 from api.deps import AdminUser, CurrentUser, PagingDep, SessionDep, StateDep, in_scope
 from api.state import AppState
@@ -174,6 +175,7 @@ def _import(state: AppState, document: Any) -> ImportResult:
     try:
         with writing(state) as session:
             summary = import_document(session, document)
+            rename_grids(session, summary.community, summary.renamed_grids)
     except RegistryImportError as exc:
         raise HTTPException(422, exc.problems) from None
     return ImportResult(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Response
 from pydantic import BaseModel
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from alerts.models import Alert
+from alerts.grids import rename_grids
 from api.crud import Page, apply, get_or_404, in_community, paginate, writing
 from api.deps import (
     AdminUser,
@@ -96,12 +96,7 @@ def update_grid(grid_id: RowId, body: GridUpdate, _: AdminUser, state: StateDep)
         row = get_or_404(session, Grid, grid_id, "grid")
         if body.name is not None and body.name != row.name:
             _name_free(session, row.community_id, body.name)
-            # The grid's alerts go with it: a grid worker sees alerts by their grid's name.
-            session.execute(
-                update(Alert)
-                .where(Alert.community_id == row.community_id, Alert.grid == row.name)
-                .values(grid=body.name)
-            )
+            rename_grids(session, row.community_id, {row.name: body.name})
         apply(row, body)
         return grid_public(row)
 
