@@ -280,7 +280,7 @@ def test_the_metrics_endpoint_shows_broker_sql_and_the_work_done(
     site: Site, tmp_path: Path, mosquitto: Mosquitto, influx_db: InfluxClient
 ) -> None:
     port = free_port()
-    settings = Settings(  # type: ignore[call-arg]  # the others from their defaults
+    settings = Settings(  # the others from their defaults
         state_dir=tmp_path,
         mqtt_url=mosquitto.url,
         database_url=site.url,

@@ -537,7 +537,7 @@ def test_gridwatch_environments_are_valid_settings(monkeypatch: pytest.MonkeyPat
         with monkeypatch.context() as patch:
             for key, value in gw.items():
                 patch.setenv(key, value)
-            settings = Settings()  # type: ignore[call-arg]  # validates every value
+            settings = Settings()  # validates every value
         for key, value in gw.items():
             assert str(getattr(settings, key[3:].lower())) == value, f"{name}: {key}"
 
@@ -867,7 +867,7 @@ def test_deploy_broker_admits_only_the_accounts_gridwatch_writes() -> None:
     assert "src=${GW_BROKER_AUTH_SOURCE:-/mosquitto/auth}" in run_sh
     # The writers mount it where gridwatch writes the files by default (the image's
     # GW_STATE_DIR), a directory the image makes for its user.
-    auth = Settings(state_dir=Path("/var/lib/gridwatch")).broker_auth_path  # type: ignore[call-arg]
+    auth = Settings(state_dir=Path("/var/lib/gridwatch")).broker_auth_path
     assert "GW_STATE_DIR=/var/lib/gridwatch" in DOCKERFILE.read_text(encoding="utf-8")
     assert any(
         i[0] == "RUN" and "install -d" in i[1] and str(auth) in i[1]
