@@ -72,7 +72,7 @@ def run_alerts(settings: Settings, stop: threading.Event) -> None:
         log.info(
             "alerts: %s -> %s (links %s)",
             settings.public_mqtt_url,
-            settings.sql_url,
+            settings.public_sql_url,
             settings.alerts_base_url,
         )
         server = None

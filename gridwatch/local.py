@@ -147,7 +147,7 @@ def run_local_stack(
         _start_influxd(settings, state, stack)
         init_storage(settings)
         summary = import_community(settings, DEMO_COMMUNITY_FILE)
-        log.info("registry    %s: demo community zjxc (%s)", settings.sql_url, summary)
+        log.info("registry    %s: demo community zjxc (%s)", settings.public_sql_url, summary)
         # The registry first: the broker starts with the accounts issued from it.
         passwords = _start_mosquitto(settings, stack)
         simulate = ["simulate", "-c", DEMO_COMMUNITY, "--hours", str(hours), "--speed", str(speed)]

@@ -6,8 +6,6 @@ import logging
 import threading
 from pathlib import Path
 
-from sqlalchemy import make_url
-
 from alerts.grids import rename_grids
 from gridwatch.settings import Settings
 from ingest.main import influx_client
@@ -33,7 +31,7 @@ def init_storage(settings: Settings, *, create_influx_database: bool = True) -> 
             influx.ensure_database(settings.influx_retention)
         else:
             influx.check_database()
-    sql = make_url(settings.sql_url).render_as_string(hide_password=True)
+    sql = settings.public_sql_url
     log.info("storage ready: %s, %s/%s", sql, settings.influx_url, settings.influx_db)
 
 

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import make_url
 
 # Private ports, so the local stack never collides with a system Mosquitto/InfluxDB.
 DEFAULT_MQTT_PORT = 11883
@@ -169,6 +170,11 @@ class Settings(BaseSettings):
             return self.mqtt_url
         host = parts.netloc.rpartition("@")[2]
         return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+    @property
+    def public_sql_url(self) -> str:
+        """The SQL URL without its password: for logs."""
+        return make_url(self.sql_url).render_as_string(hide_password=True)
 
     @property
     def broker_auth_path(self) -> Path:

@@ -80,7 +80,7 @@ def run_imagery(settings: Settings, stop: threading.Event) -> None:
     log.info(
         "imagery: %s -> %s (files in %s)",
         settings.public_mqtt_url,
-        settings.sql_url.split("@")[-1],
+        settings.public_sql_url,
         settings.imagery_root,
     )
     if settings.imagery_metrics_port:
