@@ -19,6 +19,7 @@ ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
 # Any constant works: it only has to be the same in every process that migrates.
 _MIGRATION_LOCK_ID = 0x67726964  # "grid"
 SQLITE_BUSY_TIMEOUT_S = 30.0
+PG_CONNECT_TIMEOUT_S = 10
 # Execution options of a connection whose transaction will write: on SQLite it
 # begins with BEGIN IMMEDIATE (see writing()).
 _WRITER = "gridwatch_writer"
@@ -31,6 +32,11 @@ def make_engine(url: str) -> Engine:
     # Ingest reloads a whole city's device attributes (JSON) periodically: msgspec
     # decodes them several times faster than the json module.
     fast_json: dict[str, Any] = {"json_deserializer": msgspec.json.decode}
+    if parsed.get_backend_name() == "postgresql":
+        # Without a timeout, a connect to a server whose network drops packets hangs
+        # for minutes: the service stalls instead of reporting SQL down and retrying.
+        timeout = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        return create_engine(parsed, pool_pre_ping=True, connect_args=timeout, **fast_json)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(parsed, pool_pre_ping=True, **fast_json)
     _create_parent_directory(parsed)
