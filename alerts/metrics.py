@@ -17,7 +17,7 @@ class AlertsMetrics:
         r = self.registry
         self.messages = Counter(
             "gridwatch_alerts_messages",
-            "MQTT messages committed, by outcome (accepted, rejected, ignored, camera)",
+            "MQTT messages committed, by outcome (accepted, rejected, ignored, camera, poison)",
             ["outcome"],
             registry=r,
         )

@@ -418,8 +418,17 @@ class AlertService:
             self._guarded(self._recover)
             return 0
         messages = [(r.topic, r.payload, r.received_ms) for r in batch]
+        now_ms = self._event_time(batch)
         try:
-            processed = self.processor.process(messages, self._event_time(batch))
+            try:
+                processed = self.processor.process(messages, now_ms)
+            except SQLAlchemyError:
+                raise
+            except Exception:
+                # A rule failed on something in the batch (a bug, not SQL): as the
+                # broker would send it again, and again, find the message and drop it.
+                log.exception("rules failed on %d messages; one at a time now", len(batch))
+                processed = self._one_at_a_time(messages, now_ms)
         except Exception as exc:
             # Nothing of the batch was committed: start again from what SQL holds, and
             # let the broker send the unacknowledged messages again.
@@ -436,6 +445,38 @@ class AlertService:
             self._last_activity = time.monotonic()
         self.dispatcher.wake.set()
         return processed.unknown
+
+    def _one_at_a_time(self, messages: list[tuple[str, bytes, int]], now_ms: int) -> Processed:
+        """From what SQL holds, each message alone, then time; what the rules fail on is dropped.
+
+        A message the rules fail on alone is logged and counted (``poison``) and
+        acknowledged with the others: it would fail every time it came back, and stop
+        every alert behind it. A failure in moving time (a timer's rule) drops nothing;
+        time moves on the next round. SQL errors propagate: the batch comes back whole.
+        """
+        self.processor = self._new_processor()
+        done = Processed(0, Counter(), [], Counter())
+        for message in [*([m] for m in messages), []]:
+            # Time stays put until the messages are in, as in a batch.
+            moved_to = now_ms if not message else self.processor.engine.now_ms
+            try:
+                one = self.processor.process(message, moved_to)
+            except SQLAlchemyError:
+                raise
+            except Exception:
+                what = f"{message[0][0]} {message[0][1][:200]!r}" if message else "moving time"
+                log.exception("rules failed on %s: dropped", what)
+                if message:
+                    done.outcomes["poison"] += 1
+                self.processor = self._new_processor()
+                continue
+            done = Processed(
+                done.unknown + one.unknown,
+                done.outcomes + one.outcomes,
+                done.findings + one.findings,
+                done.transitions + one.transitions,
+            )
+        return done
 
     def _count(self, processed: Processed) -> None:
         metrics = self.metrics

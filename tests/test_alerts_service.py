@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from alerts.engine import Engine
 from alerts.main import run_alerts
 from alerts.models import Alert, AlertNotification, AlertRuleState
 from alerts.service import AlertsConfig, AlertService, Watermark
@@ -30,6 +31,7 @@ from broker.address import BrokerAddress
 from gridwatch.clock import WallClock
 from gridwatch.settings import Settings
 from influx.client import InfluxClient
+from ingest.decode import Outcome
 from registry.db import make_engine, make_sessionmaker, migrate
 from stack.servers import Mosquitto, free_port
 from tests.alerts_cases.harness import StandIn, import_community
@@ -214,7 +216,7 @@ def test_a_failed_commit_is_not_acknowledged_and_the_message_comes_back(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_apply = AlertStore.apply
-    failures = [RuntimeError("database went away")]
+    failures = [OperationalError("INSERT", {}, ConnectionResetError("database went away"))]
 
     def flaky_apply(self: AlertStore, session: Any, findings: Any) -> Counter[str]:
         if findings and failures:
@@ -234,6 +236,40 @@ def test_a_failed_commit_is_not_acknowledged_and_the_message_comes_back(
     with site.database.read() as session:
         channels = sorted(n.channel for n in session.scalars(select(AlertNotification)))
     assert channels == ["dingtalk", "mqtt", "sms", "webhook", "wecom"]
+
+
+def test_a_message_the_rules_fail_on_is_dropped_and_the_others_go_on(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A rule's bug that one message triggers: the broker would send it again after
+    # every failed batch, and no alert behind it would ever open.
+    real_handle = Engine.handle
+    tries: list[bytes] = []
+
+    def buggy_handle(self: Engine, topic: str, payload: bytes, received_ms: int) -> Outcome:
+        if b"poison" in payload:
+            tries.append(payload)
+            raise ZeroDivisionError("a rule's bug")
+        return real_handle(self, topic, payload, received_ms)
+
+    monkeypatch.setattr(Engine, "handle", buggy_handle)
+    service = site.service(None)
+    try:
+        site.publish("wm-b03-u2-501", "event", 1, event="tamper", poison=True)
+        site.publish("wm-b01-u1-101", "event", 1, event="tamper")
+        (alert,) = wait_for(site.alerts)
+        assert alert.subject.endswith("wm-b01-u1-101")
+        time.sleep(1.0)  # it does not come back
+        site.publish("door-b08-u1", "event", 1, event="forced_open")
+        wait_for(lambda: len(site.alerts()) == 2)
+    finally:
+        service.stop()
+    assert len(tries) == 2  # in the batch, then alone
+    assert site.alerts()[1].rule == "door.forced"
+    poison = service.metrics.registry.get_sample_value(
+        "gridwatch_alerts_messages_total", {"outcome": "poison"}
+    )
+    assert poison == 1
 
 
 class Outage(Database):
