@@ -60,10 +60,10 @@ class Alert(Base):
         CheckConstraint(_among("severity", SEVERITIES), name="severity"),
         CheckConstraint(_among("status", STATUSES), name="status"),
         Index("ix_alerts_community_id_opened_ms", "community_id", "opened_ms"),
-        # The API's list: a community's alerts newest first, a page at a time. In id
-        # order the page is the index's first entries; without it SQLite scanned the
-        # table backwards (one community) or sorted all the community's ids (a city),
-        # and PostgreSQL sorted them.
+        # The API's list: a community's alerts newest first, a page at a time, is this
+        # index's first entries. Without it SQLite sorted all the community's ids and
+        # PostgreSQL scanned the primary key backwards past other communities' alerts.
+        # A list filtered by opened_ms still takes the index above on SQLite.
         Index("ix_alerts_community_id_id", "community_id", "id"),
         Index("ix_alerts_status_severity", "status", "severity"),
     )
