@@ -41,7 +41,15 @@ HOLD_S = 1.0
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings on a migrated SQLite file holding a community ``other``."""
-    settings = Settings(state_dir=tmp_path / "state")
+    # Explicit, so that a GW_* variable of the shell cannot point the test at a real
+    # database or a running broker (issue_and_sync reloads the broker of the pid file).
+    state = tmp_path / "state"
+    settings = Settings(
+        state_dir=state,
+        database_url="",
+        broker_auth_dir=str(state / "auth"),
+        broker_pid_file=str(state / "mosquitto.pid"),
+    )
     migrate(settings.sql_url)
     engine = make_engine(settings.sql_url)
     with writing(make_sessionmaker(engine)) as session:
