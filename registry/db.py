@@ -76,7 +76,9 @@ def migrate(url: str) -> None:
 
     engine = make_engine(url)
     try:
-        with engine.begin() as connection:
+        # As a writer (BEGIN IMMEDIATE on SQLite): it reads the schema version, then
+        # writes, while services that already run may be writing the same file.
+        with engine.execution_options(**WRITER_OPTIONS).begin() as connection:
             _lock_against_concurrent_migrations(connection)
             config = alembic_config()
             # env.py migrates this connection, inside the transaction holding the lock.
@@ -123,7 +125,6 @@ def _begin_sqlite_transaction(connection: Connection) -> None:
 
 def _lock_against_concurrent_migrations(connection: Connection) -> None:
     # Services started together (docker compose) would otherwise race to create
-    # the same tables. On SQLite the loser fails with "database is locked" and
-    # can simply be restarted; deployments run PostgreSQL.
+    # the same tables. On SQLite the write lock taken at BEGIN IMMEDIATE does it.
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})

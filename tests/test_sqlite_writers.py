@@ -121,3 +121,11 @@ def test_a_writer_waits_for_another_process_writing(
         other = session.get(Community, "other")
         assert other is not None and other.name.endswith("·")
     engine.dispose()
+
+
+def test_a_migration_waits_for_another_process_writing(settings: Settings) -> None:
+    with another_process_writing(settings):
+        started = time.monotonic()
+        migrate(settings.sql_url)  # nothing pending: it reads the version under the lock
+        waited = time.monotonic() - started
+    assert waited >= HOLD_S * 0.9
