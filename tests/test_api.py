@@ -421,14 +421,19 @@ def test_only_admins_change_the_registry(api: Api) -> None:
         )
 
 
-def test_a_community_file_is_imported_as_yaml(api: Api) -> None:
-    text = DEMO_COMMUNITY_FILE.read_text(encoding="utf-8").replace("zjxc", "zjxd")
-    response = api.post(
+def import_yaml(api: Api, text: str) -> Any:
+    """A community file, as YAML, imported by the admin through the API."""
+    return api.post(
         "admin",
         "/api/v1/communities/import",
         content=text.encode(),
         headers={"Content-Type": "application/yaml"},
     )
+
+
+def test_a_community_file_is_imported_as_yaml(api: Api) -> None:
+    text = DEMO_COMMUNITY_FILE.read_text(encoding="utf-8").replace("zjxc", "zjxd")
+    response = import_yaml(api, text)
     assert response.status_code == 200, response.text
     assert response.json()["devices"] == 342
     broken = api.post("admin", "/api/v1/communities/import", json={"community": {"id": "x"}})

@@ -24,7 +24,15 @@ from influx.client import InfluxClient
 from registry.db import make_engine, make_sessionmaker
 from registry.demo import DEMO_COMMUNITY_FILE
 from stack.servers import Influxd, Mosquitto
-from tests.test_api import DOOR_G1, Api, add_alert, demo_registry, make_settings, open_api
+from tests.test_api import (
+    DOOR_G1,
+    Api,
+    add_alert,
+    demo_registry,
+    import_yaml,
+    make_settings,
+    open_api,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -78,12 +86,7 @@ def test_a_community_file_that_swaps_grid_names_swaps_them_on_alerts(api: Api) -
     theirs = add_alert(api.sql_url, "第二网格", "zjxc-door-b03-u2")
     text = DEMO_COMMUNITY_FILE.read_text(encoding="utf-8")
     swapped = text.replace("第一网格", "@").replace("第二网格", "第一网格").replace("@", "第二网格")
-    imported = api.post(
-        "admin",
-        "/api/v1/communities/import",
-        content=swapped.encode(),
-        headers={"Content-Type": "application/yaml"},
-    )
+    imported = import_yaml(api, swapped)
     assert imported.status_code == 200, imported.text
     assert api.get("admin", f"/api/v1/alerts/{ours}").json()["grid"] == "第二网格"
     assert api.get("admin", f"/api/v1/alerts/{theirs}").json()["grid"] == "第一网格"
@@ -104,12 +107,7 @@ def test_gridwatch_registry_import_renames_grids_on_alerts(tmp_path: Path) -> No
 
 def test_a_community_file_naming_two_grids_alike_is_refused(api: Api) -> None:
     text = DEMO_COMMUNITY_FILE.read_text(encoding="utf-8").replace("第二网格", "第一网格")
-    refused = api.post(
-        "admin",
-        "/api/v1/communities/import",
-        content=text.encode(),
-        headers={"Content-Type": "application/yaml"},
-    )
+    refused = import_yaml(api, text)
     assert refused.status_code == 422
     assert "grids[1].name: '第一网格' is already used at grids[0].name" in refused.json()["detail"]
 
