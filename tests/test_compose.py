@@ -31,10 +31,12 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import jsonschema
 import pytest
 import sqlalchemy
 import typer.main
@@ -1090,6 +1092,30 @@ def test_doc_compose_snippets_name_real_services_and_commands() -> None:
                     for argv in gridwatch_invocations(extended(name, service)):
                         check_invocation(argv)
     assert shown == 2, "the InfluxDB 2.x/3.x override and the scale-out override"
+
+
+def test_the_compose_files_follow_the_compose_specification() -> None:
+    # What `docker compose config` checks first, without Docker (which cannot run here):
+    # the file and the docs' override files against the Compose Specification's JSON
+    # schema, as check-jsonschema ships it. Its "unevaluated properties" catch a
+    # misspelt key, and its types a wrong value (a depends_on condition, a healthcheck).
+    schema_file = resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
+    schema = json.loads(schema_file.read_text(encoding="utf-8"))
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    files = {COMPOSE_FILE.name: yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))}
+    for doc, text in compose_docs().items():
+        for i, snippet in enumerate(override_snippets(text)):
+            files[f"{doc}, override {i + 1}"] = snippet
+    assert len(files) == 3
+    problems = [
+        f"{name}: {'.'.join(map(str, error.absolute_path))}: {error.message}"
+        for name, data in files.items()
+        for error in validator.iter_errors(data)
+    ]
+    assert problems == []
+    misspelt = json.loads(json.dumps(files[COMPOSE_FILE.name]))
+    misspelt["services"]["api"]["helthcheck"] = misspelt["services"]["api"].pop("healthcheck")
+    assert not validator.is_valid(misspelt)
 
 
 def test_scale_out_override_gives_each_ingest_its_own_session_in_one_group() -> None:
