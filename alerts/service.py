@@ -201,6 +201,15 @@ class _Received:
     payload: bytes
     received_ms: int
 
+    @property
+    def message(self) -> tuple[str, bytes, int]:
+        """What ``AlertProcessor.process`` takes."""
+        return self.topic, self.payload, self.received_ms
+
+    def describe(self) -> str:
+        """Topic and the start of the payload, for a log line."""
+        return f"{self.topic[:200]} {self.payload[:200]!r}"
+
 
 class AlertService:
     """The running service: ``start()``, then ``stop()``."""
@@ -417,8 +426,9 @@ class AlertService:
             # bring the failed batch back. This batch, unacknowledged, comes back too.
             self._guarded(self._recover)
             return 0
-        messages = [(r.topic, r.payload, r.received_ms) for r in batch]
+        messages = [received.message for received in batch]
         now_ms = self._event_time(batch)
+        unacknowledged = batch
         try:
             try:
                 processed = self.processor.process(messages, now_ms)
@@ -428,7 +438,7 @@ class AlertService:
                 # A rule failed on something in the batch (a bug, not SQL): as the
                 # broker would send it again, and again, find the message and drop it.
                 log.exception("rules failed on %d messages; one at a time now", len(batch))
-                processed = self._one_at_a_time(messages, now_ms)
+                processed, unacknowledged = self._one_at_a_time(batch, now_ms), []
         except Exception as exc:
             # Nothing of the batch was committed: start again from what SQL holds, and
             # let the broker send the unacknowledged messages again.
@@ -439,37 +449,39 @@ class AlertService:
             return 0
         self.metrics.sql_up.set(1)
         self._count(processed)
-        for received in batch:
+        for received in unacknowledged:
             self._client.ack(received.mid, received.qos)
         if batch:
             self._last_activity = time.monotonic()
         self.dispatcher.wake.set()
         return processed.unknown
 
-    def _one_at_a_time(self, messages: list[tuple[str, bytes, int]], now_ms: int) -> Processed:
+    def _one_at_a_time(self, batch: list[_Received], now_ms: int) -> Processed:
         """From what SQL holds, each message alone, then time; what the rules fail on is dropped.
 
-        A message the rules fail on alone is logged and counted (``poison``) and
-        acknowledged with the others: it would fail every time it came back, and stop
-        every alert behind it. A failure in moving time (a timer's rule) drops nothing;
-        time moves on the next round. SQL errors propagate: the batch comes back whole.
+        Each message is acknowledged once committed. One the rules fail on alone is
+        logged, counted (``poison``) and acknowledged too: it would fail every time it
+        came back, and stop every alert behind it. A failure in moving time (a timer's
+        rule) drops nothing; time moves on the next round. SQL errors propagate: the
+        messages not yet acknowledged come back.
         """
         self.processor = self._new_processor()
         done = Processed(0, Counter(), [], Counter())
-        for message in [*([m] for m in messages), []]:
+        for received in [*batch, None]:
+            message = [] if received is None else [received.message]
             # Time stays put until the messages are in, as in a batch.
-            moved_to = now_ms if not message else self.processor.engine.now_ms
+            moved_to = now_ms if received is None else self.processor.engine.now_ms
             try:
                 one = self.processor.process(message, moved_to)
             except SQLAlchemyError:
                 raise
             except Exception:
-                what = f"{message[0][0]} {message[0][1][:200]!r}" if message else "moving time"
+                what = "moving time" if received is None else received.describe()
                 log.exception("rules failed on %s: dropped", what)
-                if message:
-                    done.outcomes["poison"] += 1
+                one = Processed(0, Counter({"poison": 1} if received else {}), [], Counter())
                 self.processor = self._new_processor()
-                continue
+            if received is not None:
+                self._client.ack(received.mid, received.qos)
             done = Processed(
                 done.unknown + one.unknown,
                 done.outcomes + one.outcomes,
