@@ -40,6 +40,13 @@ class AlertsMetrics:
             ["channel", "outcome"],
             registry=r,
         )
+        self.rule_failures = Counter(
+            "gridwatch_alerts_rule_failures",
+            "a rule failed (a bug, not SQL): on a batch (then run a message at a time), "
+            "a message alone (dropped: outcome poison) or as time moved (it moves next round)",
+            ["during"],
+            registry=r,
+        )
         self.outbox_pending = Gauge(
             "gridwatch_alerts_outbox_pending",
             "notifications owed and not yet sent or given up on",

@@ -123,12 +123,17 @@ class AlertProcessor:
         self.store.set_escalation(escalation_overrides(directory))
 
     def process(
-        self, messages: Iterable[tuple[str, bytes, int]], now_ms: int | None = None
+        self,
+        messages: Iterable[tuple[str, bytes, int]],
+        now_ms: int | None = None,
+        *,
+        move_time: bool = True,
     ) -> Processed:
         """Run messages (topic, payload, arrival ms), then move event time; commit.
 
         ``now_ms`` is the watermark to move to (default: the newest ``ts`` seen, right
-        for one ordered stream). Returns what was committed.
+        for one ordered stream); ``move_time=False`` leaves event time where it is.
+        Returns what was committed.
         """
         # The engine's tally runs on from its start; the difference is this batch's.
         before = self.engine.outcomes.copy()
@@ -137,7 +142,8 @@ class AlertProcessor:
             outcome = self.engine.handle(topic, payload, received_ms)
             if isinstance(outcome, Rejected) and outcome.reason is Reason.UNKNOWN_DEVICE:
                 unknown += 1
-        self.engine.advance(now_ms)
+        if move_time:
+            self.engine.advance(now_ms)
         findings = self.engine.take_findings()
         changes = self.engine.take_changes()
         with self._database.write() as session:
@@ -438,6 +444,7 @@ class AlertService:
                 # A rule failed on something in the batch (a bug, not SQL): as the
                 # broker would send it again, and again, find the message and drop it.
                 log.exception("rules failed on %d messages; one at a time now", len(batch))
+                self.metrics.rule_failures.labels("batch").inc()
                 processed, unacknowledged = self._one_at_a_time(batch, now_ms), []
         except Exception as exc:
             # Nothing of the batch was committed: start again from what SQL holds, and
@@ -468,16 +475,17 @@ class AlertService:
         self.processor = self._new_processor()
         done = Processed(0, Counter(), [], Counter())
         for received in [*batch, None]:
-            message = [] if received is None else [received.message]
-            # Time stays put until the messages are in, as in a batch.
-            moved_to = now_ms if received is None else self.processor.engine.now_ms
             try:
-                one = self.processor.process(message, moved_to)
+                if received is None:
+                    one = self.processor.process([], now_ms)
+                else:  # time stays put until the messages are in, as in a batch
+                    one = self.processor.process([received.message], move_time=False)
             except SQLAlchemyError:
                 raise
             except Exception:
                 what = "moving time" if received is None else received.describe()
                 log.exception("rules failed on %s: dropped", what)
+                self.metrics.rule_failures.labels("time" if received is None else "message").inc()
                 one = Processed(0, Counter({"poison": 1} if received else {}), [], Counter())
                 self.processor = self._new_processor()
             if received is not None:

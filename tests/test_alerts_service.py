@@ -266,10 +266,36 @@ def test_a_message_the_rules_fail_on_is_dropped_and_the_others_go_on(
         service.stop()
     assert len(tries) == 2  # in the batch, then alone
     assert site.alerts()[1].rule == "door.forced"
-    poison = service.metrics.registry.get_sample_value(
-        "gridwatch_alerts_messages_total", {"outcome": "poison"}
-    )
-    assert poison == 1
+    assert service.metrics.value("gridwatch_alerts_messages_total", outcome="poison") == 1
+    assert service.metrics.value("gridwatch_alerts_rule_failures_total", during="message") == 1
+    assert service.metrics.value("gridwatch_alerts_rule_failures_total", during="batch") == 1
+
+
+def test_a_rule_failing_as_time_moves_drops_no_message(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_advance = Engine.advance
+    # Twice: in the batch, then again when time moves after the message alone.
+    failures = [ZeroDivisionError("a timer rule's bug") for _ in range(2)]
+
+    def buggy_advance(self: Engine, now_ms: int | None = None) -> None:
+        if failures and self.newest_ms:  # once the message is in
+            raise failures.pop()
+        real_advance(self, now_ms)
+
+    monkeypatch.setattr(Engine, "advance", buggy_advance)
+    service = site.service(None)
+    try:
+        site.publish("wm-b03-u2-501", "event", 1, event="tamper")
+        (alert,) = wait_for(site.alerts)
+    finally:
+        service.stop()
+    assert not failures and alert.rule == "water.tamper"
+    failed = service.metrics.value
+    assert failed("gridwatch_alerts_rule_failures_total", during="batch") == 1
+    assert failed("gridwatch_alerts_rule_failures_total", during="time") == 1
+    assert failed("gridwatch_alerts_rule_failures_total", during="message") == 0
+    assert failed("gridwatch_alerts_messages_total", outcome="poison") == 0
 
 
 class Outage(Database):
