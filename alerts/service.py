@@ -77,6 +77,19 @@ class Processed:
     findings: list[Finding]
     transitions: Counter[str]  # opened, resolved, escalated
 
+    @classmethod
+    def nothing(cls, **outcomes: int) -> Processed:
+        """Nothing committed (``outcomes``: messages counted anyway, e.g. ``poison=1``)."""
+        return cls(0, Counter(outcomes), [], Counter())
+
+    def __add__(self, other: Processed) -> Processed:
+        return Processed(
+            self.unknown + other.unknown,
+            self.outcomes + other.outcomes,
+            self.findings + other.findings,
+            self.transitions + other.transitions,
+        )
+
 
 class AlertProcessor:
     """Messages (or the passing of time) → findings → alerts, notifications and states in SQL."""
@@ -473,7 +486,7 @@ class AlertService:
         messages not yet acknowledged come back.
         """
         self.processor = self._new_processor()
-        done = Processed(0, Counter(), [], Counter())
+        done = Processed.nothing()
         for received in [*batch, None]:
             try:
                 if received is None:
@@ -486,16 +499,11 @@ class AlertService:
                 what = "moving time" if received is None else received.describe()
                 log.exception("rules failed on %s: dropped", what)
                 self.metrics.rule_failures.labels("time" if received is None else "message").inc()
-                one = Processed(0, Counter({"poison": 1} if received else {}), [], Counter())
+                one = Processed.nothing(poison=1) if received else Processed.nothing()
                 self.processor = self._new_processor()
             if received is not None:
                 self._client.ack(received.mid, received.qos)
-            done = Processed(
-                done.unknown + one.unknown,
-                done.outcomes + one.outcomes,
-                done.findings + one.findings,
-                done.transitions + one.transitions,
-            )
+            done += one
         return done
 
     def _count(self, processed: Processed) -> None:

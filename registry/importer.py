@@ -13,7 +13,7 @@ transaction: commit after a successful import, roll back after an error.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +83,10 @@ def _import(session: Session, data: Any, source: str) -> ImportSummary:
         raise RegistryImportError(source, problems)
     renamed = _store(session, document)
     session.flush()
-    return replace(_summarise(document), renamed_grids=renamed)
+    return _summarise(document, renamed)
 
 
-def _summarise(document: CommunityDocument) -> ImportSummary:
+def _summarise(document: CommunityDocument, renamed_grids: dict[str, str]) -> ImportSummary:
     units = [unit for building in document.buildings for unit in building.units]
     return ImportSummary(
         community=document.community.id,
@@ -96,6 +96,7 @@ def _summarise(document: CommunityDocument) -> ImportSummary:
         units=len(units),
         households=sum(len(unit.rooms) for unit in units),
         devices=len(document.devices),
+        renamed_grids=renamed_grids,
     )
 
 
